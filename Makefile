@@ -1,0 +1,41 @@
+# The two commands of the README: `make run` (embedded default) and `make test` (the whole suite
+# against real PostgreSQL and Redis). Both do every set-up step a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+
+export PG_URL ?= postgres://postgres@127.0.0.1:5432/buddy
+export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: install run test lint bench services clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Embedded default: SQLite, no Redis (tasks and periodic work in-process), local provisioner.
+run: install
+	DEBUG=true $(BIN)/python manage.py migrate --noinput
+	DEBUG=true $(BIN)/python manage.py ensure_dev_superuser
+	DEBUG=true BUDDY_PROVISIONER=local PORT=$(PORT) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+# PostgreSQL and Redis on loopback, started when installed but stopped.
+services:
+	bash scripts/ensure-services.sh
+
+test: install services
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) db.sqlite3 .pytest_cache

@@ -1,0 +1,3 @@
+from buddy.celery import app as celery_app
+
+__all__ = ("celery_app",)

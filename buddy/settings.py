@@ -1,0 +1,257 @@
+"""buddy's one settings module: every value comes from the environment.
+
+Production must set SECRET_KEY and ALLOWED_HOSTS (and DATABASE_URL, REDIS_URL). With DEBUG=true
+(the embedded default that `make run` uses) they fall back to development values.
+Booleans and integers that do not parse are an error at start-up, not a silent default.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _derived_secret(purpose: str) -> str:
+    """A secret of its own for one purpose, derived from SECRET_KEY unless set explicitly."""
+    digest = hashlib.sha256(f"buddy:{purpose}:{SECRET_KEY}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+DEBUG = _bool("DEBUG", False)
+
+if DEBUG:
+    SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-secret-key-do-not-use-in-production")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+else:
+    try:
+        SECRET_KEY = env.str("SECRET_KEY")
+    except ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set (or DEBUG=true for the embedded development mode)"
+        ) from exc
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "knox",
+    "drf_spectacular",
+    "deployments",
+    "keys",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "buddy.urls"
+WSGI_APPLICATION = "buddy.wsgi.application"
+ASGI_APPLICATION = "buddy.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Persistent connections: a connect per request costs ~8x in throughput on these machines.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=300)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default serves web requests and in-process tasks from one file.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Redis and Celery -------------------------------------------------------------------------
+# Without REDIS_URL (the embedded default) tasks run in-process right after the commit that
+# scheduled them, and the periodic work runs in a thread of the web process.
+REDIS_URL = env.str("REDIS_URL", default="")
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env.str("BUDDY_CELERY_QUEUE", default="buddy")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message not acked within this long is delivered again (Redis transport visibility timeout).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("BUDDY_TASK_VISIBILITY_TIMEOUT", default=300),
+    "socket_timeout": 5,
+    "socket_connect_timeout": 2,
+}
+CELERY_TIMEZONE = "UTC"
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- buddy ------------------------------------------------------------------------------------
+BUDDY_PROVISIONER = env.str("BUDDY_PROVISIONER", default="local")
+if BUDDY_PROVISIONER not in {"local", "http", "none"}:
+    raise ImproperlyConfigured("BUDDY_PROVISIONER must be one of local, http, none")
+BUDDY_PROVISIONER_URL = env.str("BUDDY_PROVISIONER_URL", default="")
+if BUDDY_PROVISIONER == "http" and not BUDDY_PROVISIONER_URL:
+    raise ImproperlyConfigured("BUDDY_PROVISIONER=http needs BUDDY_PROVISIONER_URL")
+
+# Active keys a deployment may hold, the default key included.
+BUDDY_MAX_KEYS_PER_DEPLOYMENT = env.int("BUDDY_MAX_KEYS_PER_DEPLOYMENT", default=20)
+# How long after its creation the default key's secret can still be revealed.
+BUDDY_DEFAULT_KEY_REVEAL_TTL = timedelta(
+    seconds=env.int("BUDDY_DEFAULT_KEY_REVEAL_TTL_SECONDS", default=24 * 3600)
+)
+
+# argon2id parameters of stored key hashes. Keys carry ~178 random bits, so light parameters
+# resist guessing as well as heavy ones; what they must not do is make a verify expensive.
+BUDDY_ARGON2_TIME_COST = env.int("BUDDY_ARGON2_TIME_COST", default=2)
+BUDDY_ARGON2_MEMORY_COST = env.int("BUDDY_ARGON2_MEMORY_COST", default=19456)  # KiB
+BUDDY_ARGON2_PARALLELISM = env.int("BUDDY_ARGON2_PARALLELISM", default=1)
+
+# Key for sealing the default key's secret until its reveal (Fernet, urlsafe base64 of 32 bytes).
+BUDDY_SEALING_KEY = env.str("BUDDY_SEALING_KEY", default="") or _derived_secret("sealing")
+# Server-side pepper of the HMAC that matches a presented key against the lookup cache.
+BUDDY_LOOKUP_CACHE_PEPPER = env.str("BUDDY_LOOKUP_CACHE_PEPPER", default="") or _derived_secret(
+    "lookup-cache"
+)
+
+# --- Django REST framework --------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "knox.auth.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": env.int("BUDDY_PAGE_SIZE", default=50),
+}
+
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_TTL": timedelta(hours=env.int("BUDDY_CONSOLE_TOKEN_TTL_HOURS", default=24 * 30)),
+    "AUTO_REFRESH": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "buddy API",
+    "DESCRIPTION": "Control plane of the OpenLLM Buddy console.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# --- provisioning and periodic work -------------------------------------------------------------
+BUDDY_PROVISIONER_TIMEOUT = env.float("BUDDY_PROVISIONER_TIMEOUT", default=10.0)
+# How many times a task retries a transient provisioner failure before giving up.
+BUDDY_PROVISIONER_MAX_RETRIES = env.int("BUDDY_PROVISIONER_MAX_RETRIES", default=5)
+# `local` provisioner: how long the simulated boot takes, and the endpoint it reports
+# (buddy's own built-in model endpoint).
+BUDDY_LOCAL_BOOT_SECONDS = env.float("BUDDY_LOCAL_BOOT_SECONDS", default=3.0)
+BUDDY_LOCAL_ENDPOINT_URL = env.str(
+    "BUDDY_LOCAL_ENDPOINT_URL",
+    default=f"http://127.0.0.1:{env.int('PORT', default=8000)}/local-model",
+)
+BUDDY_EXPIRY_INTERVAL_SECONDS = env.float("BUDDY_EXPIRY_INTERVAL_SECONDS", default=30.0)
+BUDDY_EXPIRY_BATCH_SIZE = env.int("BUDDY_EXPIRY_BATCH_SIZE", default=500)
+BUDDY_RECONCILE_INTERVAL_SECONDS = env.float("BUDDY_RECONCILE_INTERVAL_SECONDS", default=180.0)
+
+CELERY_BEAT_SCHEDULE = {
+    "expire-packs": {
+        "task": "deployments.expire_packs",
+        "schedule": BUDDY_EXPIRY_INTERVAL_SECONDS,
+        "options": {"expires": BUDDY_EXPIRY_INTERVAL_SECONDS},
+    },
+    "reconcile": {
+        "task": "keys.reconcile",
+        "schedule": BUDDY_RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": BUDDY_RECONCILE_INTERVAL_SECONDS},
+    },
+}
+# Without Redis there is no beat process: the web process runs the same schedule in a thread.
+BUDDY_EMBEDDED_SCHEDULER = _bool("BUDDY_EMBEDDED_SCHEDULER", not REDIS_URL)

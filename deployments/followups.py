@@ -1,0 +1,69 @@
+"""Work that follows a deployment's change, scheduled from inside the changing transaction.
+
+Two kinds:
+- guards that must hold the moment the transaction commits (the lookup cache's tombstones) are
+  written *before* the commit, so that no cached answer can outlive it;
+- everything else (default key, revocation of every key, provisioner calls, cache refresh) runs
+  only after the commit (`transaction.on_commit`), so a rolled-back change schedules nothing.
+
+A message to the broker can still be lost after the commit; the database records what is owed,
+and the reconciler (`keys.tasks.reconcile`) finishes it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from deployments.models import TERMINAL_STATUSES, DeploymentStatus
+
+logger = logging.getLogger(__name__)
+
+
+def _enqueue(task_name: str, *args: object) -> None:
+    """Send a task once the current transaction commits; a broker outage is logged, not raised.
+
+    The caller's change is already committed by then, and the reconciler finishes what a lost
+    message leaves undone, so failing the request would only report an error for work that
+    did happen.
+    """
+    from buddy.celery import app
+
+    def send() -> None:
+        try:
+            app.tasks[task_name].apply_async(args=args, retry=False)
+        except Exception:
+            logger.warning("could not enqueue %s%r; the reconciler will finish it", task_name, args)
+
+    transaction.on_commit(send)
+
+
+def after_created(deployment_id: object) -> None:
+    _enqueue("deployments.provision", str(deployment_id))
+
+
+def after_status_change(deployment_id: object, *, previous: str, current: str) -> None:
+    from keys import lookup_cache
+
+    if current in TERMINAL_STATUSES:
+        # Ended for good: tombstone now, so that from the commit on no cached answer says 200.
+        lookup_cache.tombstone_deployment(deployment_id)
+        _enqueue("keys.revoke_for_deployment", str(deployment_id))
+        _enqueue("deployments.teardown", str(deployment_id))
+    else:
+        lookup_cache.invalidate_deployment_on_commit(deployment_id)
+    if current == DeploymentStatus.READY:
+        _enqueue("keys.create_default", str(deployment_id))
+
+
+def after_extended(deployment_id: object) -> None:
+    from keys import lookup_cache
+
+    lookup_cache.invalidate_deployment_on_commit(deployment_id)
+
+
+def after_endpoint_changed(deployment_id: object) -> None:
+    from keys import lookup_cache
+
+    lookup_cache.invalidate_deployment_on_commit(deployment_id)

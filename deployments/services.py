@@ -1,0 +1,327 @@
+"""Every write to a deployment. Nothing else assigns `Deployment.status`.
+
+A transition locks the deployment row (`select_for_update`), checks the one table of allowed
+moves, writes the event row in the same transaction and schedules its follow-up work (default key,
+revocation, teardown, cache invalidation) to run only once that transaction commits.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from buddy.errors import InvalidTransition, NotFound, ValidationFailed
+from buddy.ids import as_uuid
+from deployments import followups
+from deployments.models import (
+    TERMINAL_STATUSES,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+    EndReason,
+    EventKind,
+    Template,
+)
+
+S = DeploymentStatus
+
+# The status diagram of the contract: from each status, where it may go.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.PENDING: frozenset({S.PROVISIONING, S.READY, S.STOPPED, S.FAILED, S.TERMINATED}),
+    S.PROVISIONING: frozenset({S.READY, S.STOPPED, S.FAILED, S.TERMINATED}),
+    S.READY: frozenset({S.PROVISIONING, S.STOPPED, S.FAILED, S.TERMINATED}),
+    S.STOPPED: frozenset(),
+    S.FAILED: frozenset(),
+    S.TERMINATED: frozenset(),
+}
+
+_EVENT_OF_STATUS = {
+    S.PROVISIONING: EventKind.PROVISIONING,
+    S.READY: EventKind.READY,
+    S.STOPPED: EventKind.STOPPED,
+    S.FAILED: EventKind.FAILED,
+    S.TERMINATED: EventKind.TERMINATED,
+}
+
+# Statuses in which the pack may be extended.
+EXTENDABLE_STATUSES = frozenset({S.PENDING, S.PROVISIONING, S.READY})
+
+
+def is_transition_allowed(current: str, target: str) -> bool:
+    return target in ALLOWED_TRANSITIONS[current]
+
+
+def validate_endpoint_url(endpoint_url: object) -> str:
+    """An absolute http(s) URL with a host, or ValidationFailed."""
+    message = "An absolute http(s) URL is required."
+    if not isinstance(endpoint_url, str) or len(endpoint_url) > 500:
+        raise ValidationFailed(fields={"endpoint_url": [message]})
+    try:
+        parts = urlsplit(endpoint_url)
+        parts.port  # noqa: B018 - raises ValueError on an out-of-range port
+    except ValueError:
+        raise ValidationFailed(fields={"endpoint_url": [message]}) from None
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or any(ch.isspace() for ch in endpoint_url)
+    ):
+        raise ValidationFailed(fields={"endpoint_url": [message]})
+    return endpoint_url.rstrip("/")
+
+
+def event_record(
+    *, deployment: Deployment, kind: str, actor: str, detail: dict[str, Any] | None = None
+) -> DeploymentEvent:
+    """Append one event; call it inside the transaction that made the change it records."""
+    return DeploymentEvent.objects.create(
+        deployment=deployment, kind=kind, actor=actor, detail=detail or {}
+    )
+
+
+def _lock(deployment_id: object) -> Deployment:
+    deployment = None
+    if (pk := as_uuid(deployment_id)) is not None:
+        deployment = Deployment.objects.select_for_update().filter(pk=pk).first()
+    if deployment is None:
+        raise NotFound("Deployment not found.")
+    return deployment
+
+
+def _pack_hours(template: Template, pack_hours: object) -> int:
+    if (
+        not isinstance(pack_hours, int)
+        or isinstance(pack_hours, bool)
+        or pack_hours not in template.pack_hours_options
+    ):
+        options = ", ".join(str(h) for h in template.pack_hours_options)
+        raise ValidationFailed(fields={"pack_hours": [f"Must be one of: {options}."]})
+    return pack_hours
+
+
+def deployment_create(
+    *, owner: AbstractBaseUser, template_slug: str, pack_hours: int, actor: str
+) -> Deployment:
+    template = Template.objects.filter(slug=template_slug, is_active=True).first()
+    if template is None:
+        raise ValidationFailed(fields={"template": ["No active template with this slug."]})
+    hours = _pack_hours(template, pack_hours)
+    with transaction.atomic():
+        deployment = Deployment.objects.create(
+            owner=owner,
+            template=template,
+            model_id=template.model_id,
+            status=S.PENDING,
+            pack_ends_at=timezone.now() + timedelta(hours=hours),
+        )
+        event_record(
+            deployment=deployment,
+            kind=EventKind.CREATED,
+            actor=actor,
+            detail={"template": template.slug, "pack_hours": hours},
+        )
+        followups.after_created(deployment.pk)
+    return deployment
+
+
+def _transition(
+    *,
+    deployment_id: object,
+    target: str,
+    actor: str,
+    endpoint_url: str | None = None,
+    end_reason: str = "",
+    detail: dict[str, Any] | None = None,
+) -> Deployment:
+    with transaction.atomic():
+        deployment = _lock(deployment_id)
+        previous = deployment.status
+        if not is_transition_allowed(previous, target):
+            raise InvalidTransition(
+                f"A deployment cannot go from {previous} to {target}.",
+                current=previous,
+                target=target,
+            )
+        now = timezone.now()
+        deployment.status = target
+        fields = ["status", "updated_at"]
+        if endpoint_url is not None:
+            deployment.endpoint_url = endpoint_url
+            fields.append("endpoint_url")
+        if target in TERMINAL_STATUSES:
+            deployment.ended_at = now
+            deployment.end_reason = end_reason
+            fields += ["ended_at", "end_reason"]
+        deployment.save(update_fields=fields)
+        event_detail = {"from": previous, **(detail or {})}
+        if endpoint_url is not None:
+            event_detail["endpoint_url"] = endpoint_url
+        if end_reason:
+            event_detail["end_reason"] = end_reason
+        event_record(
+            deployment=deployment, kind=_EVENT_OF_STATUS[target], actor=actor, detail=event_detail
+        )
+        followups.after_status_change(deployment.pk, previous=previous, current=target)
+    return deployment
+
+
+def deployment_mark_provisioning(*, deployment_id: object, actor: str) -> Deployment:
+    return _transition(deployment_id=deployment_id, target=S.PROVISIONING, actor=actor)
+
+
+def deployment_begin_provisioning(*, deployment_id: object, actor: str) -> Deployment | None:
+    """`pending` -> `provisioning` once the boot was asked for; no-op if it has moved on already
+    (a fast provisioner may have reported `ready` before we got here)."""
+    with transaction.atomic():
+        deployment = _lock(deployment_id)
+        if deployment.status != S.PENDING:
+            return None
+        return _transition(deployment_id=deployment.pk, target=S.PROVISIONING, actor=actor)
+
+
+def deployment_mark_ready(*, deployment_id: object, endpoint_url: str, actor: str) -> Deployment:
+    return _transition(
+        deployment_id=deployment_id,
+        target=S.READY,
+        actor=actor,
+        endpoint_url=validate_endpoint_url(endpoint_url),
+    )
+
+
+def deployment_stop(
+    *, deployment_id: object, actor: str, end_reason: str = EndReason.STOPPED_BY_OWNER
+) -> Deployment:
+    return _transition(
+        deployment_id=deployment_id, target=S.STOPPED, actor=actor, end_reason=end_reason
+    )
+
+
+def deployment_fail(*, deployment_id: object, actor: str, reason: str = "") -> Deployment:
+    return _transition(
+        deployment_id=deployment_id,
+        target=S.FAILED,
+        actor=actor,
+        end_reason=EndReason.PROVISIONER_FAILED,
+        detail={"reason": reason[:500]} if reason else None,
+    )
+
+
+def deployment_terminate(
+    *, deployment_id: object, actor: str, end_reason: str = EndReason.TERMINATED_BY_OPERATOR
+) -> Deployment:
+    return _transition(
+        deployment_id=deployment_id, target=S.TERMINATED, actor=actor, end_reason=end_reason
+    )
+
+
+def deployment_extend(*, deployment_id: object, pack_hours: int, actor: str) -> Deployment:
+    """Add a pack to a live deployment: same id, same keys, a later `pack_ends_at`.
+
+    The hours are checked before the row is locked, so a bad body changes nothing; the status is
+    checked under the lock, so an extension never revives a deployment that has just ended.
+    A pack that has already run out but not yet been swept is extended from now, not from the past.
+    """
+    template = Template.objects.filter(deployments__pk=as_uuid(deployment_id)).first()
+    if template is None:
+        raise NotFound("Deployment not found.")
+    hours = _pack_hours(template, pack_hours)
+    with transaction.atomic():
+        deployment = _lock(deployment_id)
+        if deployment.status not in EXTENDABLE_STATUSES:
+            raise InvalidTransition(
+                f"A {deployment.status} deployment cannot be extended.",
+                current=deployment.status,
+            )
+        previous_end = deployment.pack_ends_at
+        now = timezone.now()
+        if previous_end <= now:
+            # Too late: the pack has ended; the sweep will terminate it. Extending it now would
+            # revive keys that lookups have already refused.
+            raise InvalidTransition("The pack has already ended.", current=deployment.status)
+        deployment.pack_ends_at = previous_end + timedelta(hours=hours)
+        deployment.save(update_fields=["pack_ends_at", "updated_at"])
+        event_record(
+            deployment=deployment,
+            kind=EventKind.EXTENDED,
+            actor=actor,
+            detail={
+                "pack_hours": hours,
+                "from": previous_end.isoformat(),
+                "to": deployment.pack_ends_at.isoformat(),
+            },
+        )
+        followups.after_extended(deployment.pk)
+    return deployment
+
+
+def deployment_apply_provisioner_status(
+    *, deployment_id: object, status: str, endpoint_url: str | None, reason: str, actor: str
+) -> Deployment:
+    """What the provisioner reports, applied idempotently.
+
+    Repeating the current status changes nothing, except that `ready` with a different endpoint
+    moves the deployment to it (and lookups stop answering with the old one).
+    """
+    if status == S.READY:
+        endpoint_url = validate_endpoint_url(endpoint_url)
+    with transaction.atomic():
+        deployment = _lock(deployment_id)
+        if deployment.status != status:
+            if status == S.READY:
+                return deployment_mark_ready(
+                    deployment_id=deployment.pk, endpoint_url=endpoint_url or "", actor=actor
+                )
+            if status == S.PROVISIONING:
+                return deployment_mark_provisioning(deployment_id=deployment.pk, actor=actor)
+            if status == S.FAILED:
+                return deployment_fail(deployment_id=deployment.pk, actor=actor, reason=reason)
+            if status == S.STOPPED:
+                return deployment_stop(
+                    deployment_id=deployment.pk,
+                    actor=actor,
+                    end_reason=EndReason.STOPPED_BY_PROVISIONER,
+                )
+            raise InvalidTransition(f"The provisioner cannot report {status}.")
+        if status == S.READY and endpoint_url != deployment.endpoint_url:
+            previous_url = deployment.endpoint_url
+            deployment.endpoint_url = endpoint_url or ""
+            deployment.save(update_fields=["endpoint_url", "updated_at"])
+            event_record(
+                deployment=deployment,
+                kind=EventKind.READY,
+                actor=actor,
+                detail={"from": S.READY, "endpoint_url": endpoint_url, "previous": previous_url},
+            )
+            followups.after_endpoint_changed(deployment.pk)
+        return deployment
+
+
+def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[object]:
+    """Terminate up to `limit` live deployments whose pack has ended; return their ids.
+
+    Candidates are claimed with `SKIP LOCKED`, so two sweeps running at once share the work
+    instead of waiting on each other, and each one still goes through `_transition`.
+    """
+    now = now or timezone.now()
+    done: list[object] = []
+    with transaction.atomic():
+        ids = list(
+            Deployment.objects.select_for_update(skip_locked=True)
+            .filter(status__in=EXTENDABLE_STATUSES, pack_ends_at__lte=now)
+            .order_by("pack_ends_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        for deployment_id in ids:
+            _transition(
+                deployment_id=deployment_id,
+                target=S.TERMINATED,
+                actor="system:pack-expiry",
+                end_reason=EndReason.PACK_EXPIRED,
+            )
+            done.append(deployment_id)
+    return done

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from keys.tokens import PUBLIC_ID_LENGTH, mask
+
+
+class RevokeReason(models.TextChoices):
+    REVOKED_BY_OWNER = "revoked_by_owner"
+    REVOKED_BY_OPERATOR = "revoked_by_operator"
+    DEPLOYMENT_STOPPED = "deployment_stopped"
+    DEPLOYMENT_FAILED = "deployment_failed"
+    DEPLOYMENT_TERMINATED = "deployment_terminated"
+
+
+class ApiKey(models.Model):
+    """An `ob_sk_` key, bound to one deployment forever.
+
+    Only the public id and an argon2id hash are kept. The default key's secret is additionally
+    kept sealed (Fernet) until its single reveal or until the reveal window ends.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # SET_NULL: a key outlives a deleted deployment so that a lookup can say
+    # `deployment_not_found` instead of pretending the key never existed.
+    deployment = models.ForeignKey(
+        "deployments.Deployment", on_delete=models.SET_NULL, null=True, related_name="keys"
+    )
+    name = models.CharField(max_length=100)
+    public_id = models.CharField(max_length=PUBLIC_ID_LENGTH, unique=True)
+    secret_hash = models.CharField(max_length=200)
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoke_reason = models.CharField(
+        max_length=32, choices=RevokeReason.choices, blank=True, default=""
+    )
+    sealed_secret = models.BinaryField(null=True, blank=True, editable=False)
+    secret_revealed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment"],
+                condition=models.Q(is_default=True),
+                name="apikey_one_default_per_deployment",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["deployment"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="apikey_active_deploy_idx",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(sealed_secret__isnull=False),
+                name="apikey_sealed_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return mask(self.public_id)
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def status(self) -> str:
+        return "active" if self.revoked_at is None else "revoked"
+
+    @property
+    def secret_available(self) -> bool:
+        return self.is_default and self.sealed_secret is not None
+
+
+class ServiceRole(models.TextChoices):
+    PROXY = "proxy"
+    PROVISIONER = "provisioner"
+
+
+class ServiceToken(models.Model):
+    """A credential of a machine client (the proxy, the provisioner).
+
+    Tokens are 256-bit random strings, so a SHA-256 digest is a safe verifier and costs
+    microseconds, which matters: the proxy presents one on every lookup.
+    """
+
+    name = models.CharField(max_length=100)
+    role = models.CharField(max_length=16, choices=ServiceRole.choices)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role})"

@@ -1,0 +1,310 @@
+"""Every write to an API key or a service token.
+
+A new key's plaintext lives only in the return value of `key_create` (shown once in the 201) and,
+for the default key, sealed in the row until `key_reveal_default` takes and wipes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from buddy.errors import (
+    DeploymentNotReady,
+    KeyLimitReached,
+    KeyRevoked,
+    NotFound,
+    SecretAlreadyShown,
+    SecretExpired,
+    ValidationFailed,
+)
+from buddy.ids import as_uuid
+from deployments.models import Deployment, DeploymentStatus, EventKind
+from deployments.services import event_record
+from keys import hashing, lookup_cache, sealing, tokens
+from keys.models import ApiKey, RevokeReason, ServiceRole, ServiceToken
+
+DEFAULT_KEY_NAME = "default"
+_REVOKE_REASON_OF_STATUS = {
+    DeploymentStatus.STOPPED: RevokeReason.DEPLOYMENT_STOPPED,
+    DeploymentStatus.FAILED: RevokeReason.DEPLOYMENT_FAILED,
+    DeploymentStatus.TERMINATED: RevokeReason.DEPLOYMENT_TERMINATED,
+}
+
+
+def _validate_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationFailed(fields={"name": ["A non-blank name is required."]})
+    name = name.strip()
+    if len(name) > 100:
+        raise ValidationFailed(fields={"name": ["At most 100 characters."]})
+    return name
+
+
+def _lock_deployment(deployment_id: object) -> Deployment | None:
+    pk = as_uuid(deployment_id)
+    return None if pk is None else Deployment.objects.select_for_update().filter(pk=pk).first()
+
+
+def _lock_key(key_id: object) -> ApiKey:
+    key = None
+    if (pk := as_uuid(key_id)) is not None:
+        key = (
+            ApiKey.objects.select_for_update(of=("self",))
+            .select_related("deployment")
+            .filter(pk=pk)
+            .first()
+        )
+    if key is None:
+        raise NotFound("Key not found.")
+    return key
+
+
+def _new_key(*, deployment: Deployment, name: str, is_default: bool) -> tuple[ApiKey, str]:
+    generated = tokens.generate()
+    key = ApiKey(
+        deployment=deployment,
+        name=name,
+        public_id=generated.public_id,
+        secret_hash=hashing.hash_key(generated.plaintext),
+        is_default=is_default,
+    )
+    if is_default:
+        key.sealed_secret = sealing.seal(generated.plaintext)
+    key.save(force_insert=True)
+    return key, generated.plaintext
+
+
+def key_create(*, deployment_id: object, name: str, actor: str) -> tuple[ApiKey, str]:
+    """A named key on a ready deployment, within its limit; returns the key and its plaintext.
+
+    The deployment row is locked, so a key cannot be created after a concurrent stop committed
+    (it sees the stop and refuses) nor slip in before it unseen (the stop's revocation finds it).
+    """
+    name = _validate_name(name)
+    with transaction.atomic():
+        deployment = _lock_deployment(deployment_id)
+        if deployment is None:
+            raise NotFound("Deployment not found.")
+        if deployment.status != DeploymentStatus.READY or deployment.pack_ends_at <= timezone.now():
+            raise DeploymentNotReady(
+                f"Keys can be created only on a ready deployment (it is {deployment.status})."
+            )
+        active = ApiKey.objects.filter(deployment=deployment, revoked_at__isnull=True).count()
+        if active >= settings.BUDDY_MAX_KEYS_PER_DEPLOYMENT:
+            raise KeyLimitReached(
+                f"A deployment holds at most {settings.BUDDY_MAX_KEYS_PER_DEPLOYMENT} active keys."
+            )
+        key, plaintext = _new_key(deployment=deployment, name=name, is_default=False)
+        event_record(
+            deployment=deployment,
+            kind=EventKind.KEY_CREATED,
+            actor=actor,
+            detail={"key_id": str(key.pk), "public_id": key.public_id, "name": name},
+        )
+    return key, plaintext
+
+
+def key_create_default(*, deployment_id: object) -> ApiKey | None:
+    """The deployment's default key: created once, however often (or concurrently) asked.
+
+    Returns the existing default key if there is one, None if the deployment is not ready
+    (gone, ended, or restarting: the next `ready` asks again).
+    """
+    with transaction.atomic():
+        deployment = _lock_deployment(deployment_id)
+        if deployment is None:
+            return None
+        existing = ApiKey.objects.filter(deployment=deployment, is_default=True).first()
+        if existing is not None:
+            return existing
+        if deployment.status != DeploymentStatus.READY:
+            return None
+        try:
+            with transaction.atomic():
+                key, _plaintext = _new_key(
+                    deployment=deployment, name=DEFAULT_KEY_NAME, is_default=True
+                )
+        except IntegrityError:
+            # Only reachable without the row lock (it is held here): the constraint still wins.
+            return ApiKey.objects.get(deployment=deployment, is_default=True)
+        event_record(
+            deployment=deployment,
+            kind=EventKind.KEY_CREATED,
+            actor="system:default-key",
+            detail={
+                "key_id": str(key.pk),
+                "public_id": key.public_id,
+                "name": key.name,
+                "is_default": True,
+            },
+        )
+    return key
+
+
+def key_reveal_default(*, key_id: object, actor: str, now: datetime | None = None) -> str:
+    """Take the default key's sealed secret, once: the row is locked and the secret wiped.
+
+    Of two concurrent reveals one gets the secret and the other `secret_already_shown`.
+    A reveal after the window closes wipes the secret (committed) and answers `secret_expired`.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        key = _lock_key(key_id)
+        if key.revoked_at is not None:
+            raise KeyRevoked()
+        if not key.is_default or key.secret_revealed_at is not None:
+            raise SecretAlreadyShown()
+        expired = (
+            key.sealed_secret is None
+            or key.created_at + settings.BUDDY_DEFAULT_KEY_REVEAL_TTL <= now
+        )
+        plaintext = None if expired else sealing.unseal(key.sealed_secret)
+        key.sealed_secret = None
+        if plaintext is not None:
+            key.secret_revealed_at = now
+            if key.deployment_id is not None:
+                event_record(
+                    deployment=key.deployment,
+                    kind=EventKind.KEY_REVEALED,
+                    actor=actor,
+                    detail={"key_id": str(key.pk), "public_id": key.public_id},
+                )
+        key.save(update_fields=["sealed_secret", "secret_revealed_at"])
+    if plaintext is None:
+        raise SecretExpired()
+    return plaintext
+
+
+def key_revoke(
+    *, key_id: object, actor: str, reason: str = RevokeReason.REVOKED_BY_OWNER
+) -> ApiKey:
+    """Revoke one key for good. Revoking a revoked key changes nothing (idempotent)."""
+    with transaction.atomic():
+        key = _lock_key(key_id)
+        if key.revoked_at is not None:
+            return key
+        lookup_cache.tombstone_key(key.public_id)
+        key.revoked_at = timezone.now()
+        key.revoke_reason = reason
+        key.sealed_secret = None
+        key.save(update_fields=["revoked_at", "revoke_reason", "sealed_secret"])
+        if key.deployment_id is not None:
+            event_record(
+                deployment=key.deployment,
+                kind=EventKind.KEY_REVOKED,
+                actor=actor,
+                detail={"key_id": str(key.pk), "public_id": key.public_id, "reason": reason},
+            )
+    return key
+
+
+def key_revoke_all_for_deployment(
+    *, deployment_id: object, actor: str, reason: str | None = None, batch_size: int = 500
+) -> int:
+    """Revoke every active key of a deployment; returns how many this call revoked.
+
+    Claims keys with a conditional UPDATE (`revoked_at IS NULL`), so running it twice, or twice at
+    once, revokes each key exactly once and writes each event exactly once.
+    """
+    pk = as_uuid(deployment_id)
+    deployment = None if pk is None else Deployment.objects.filter(pk=pk).first()
+    if deployment is None:
+        return 0
+    reason = reason or _REVOKE_REASON_OF_STATUS.get(
+        deployment.status, RevokeReason.REVOKED_BY_OPERATOR
+    )
+    total = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                ApiKey.objects.select_for_update()
+                .filter(deployment_id=deployment.pk, revoked_at__isnull=True)
+                .order_by("pk")
+                .values_list("pk", "public_id")[:batch_size]
+            )
+            if not batch:
+                return total
+            for _pk, public_id in batch:
+                lookup_cache.tombstone_key(public_id)
+            now = timezone.now()
+            claimed = ApiKey.objects.filter(
+                pk__in=[pk for pk, _ in batch], revoked_at__isnull=True
+            ).update(revoked_at=now, revoke_reason=reason, sealed_secret=None)
+            for pk, public_id in batch:
+                event_record(
+                    deployment=deployment,
+                    kind=EventKind.KEY_REVOKED,
+                    actor=actor,
+                    detail={"key_id": str(pk), "public_id": public_id, "reason": reason},
+                )
+            total += claimed
+
+
+def key_wipe_expired_secrets(*, now: datetime | None = None) -> int:
+    """Forget sealed default-key secrets whose reveal window has closed; returns how many."""
+    now = now or timezone.now()
+    return ApiKey.objects.filter(
+        sealed_secret__isnull=False, created_at__lte=now - settings.BUDDY_DEFAULT_KEY_REVEAL_TTL
+    ).update(sealed_secret=None)
+
+
+# --- service tokens ----------------------------------------------------------------------------
+
+SERVICE_TOKEN_PREFIX = "ob_svc_"  # noqa: S105 - a prefix, not a secret
+
+
+def service_token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def service_token_create(*, name: str, role: str) -> tuple[ServiceToken, str]:
+    """A new service token; its secret is returned once and only its SHA-256 digest is kept."""
+    name = _validate_name(name)
+    if role not in ServiceRole.values:
+        raise ValidationFailed(fields={"role": [f"One of: {', '.join(ServiceRole.values)}."]})
+    secret = SERVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ServiceToken.objects.create(name=name, role=role, digest=service_token_digest(secret))
+    return token, secret
+
+
+def service_token_revoke(*, token_id: int) -> ServiceToken:
+    token = ServiceToken.objects.get(pk=token_id)
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def key_reconcile(*, batch_size: int = 200) -> dict[str, int]:
+    """What the database says is owed and a lost task message may have left undone:
+    default keys of ready deployments, revocation of ended deployments' keys, expired secrets."""
+    from deployments.models import TERMINAL_STATUSES
+
+    missing_default = list(
+        Deployment.objects.filter(status=DeploymentStatus.READY)
+        .exclude(keys__is_default=True)
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    created = sum(1 for pk in missing_default if key_create_default(deployment_id=pk) is not None)
+    ended_with_active_keys = list(
+        ApiKey.objects.filter(
+            revoked_at__isnull=True, deployment__status__in=list(TERMINAL_STATUSES)
+        )
+        .values_list("deployment_id", flat=True)
+        .distinct()[:batch_size]
+    )
+    revoked = sum(
+        key_revoke_all_for_deployment(deployment_id=pk, actor="system:reconciler")
+        for pk in ended_with_active_keys
+    )
+    return {
+        "default_keys_created": created,
+        "keys_revoked": revoked,
+        "secrets_wiped": key_wipe_expired_secrets(),
+    }

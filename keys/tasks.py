@@ -1,0 +1,48 @@
+"""Celery tasks of keys: thin, idempotent, taking ids; the services hold the rules."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from keys import services
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+_RETRY = {
+    "acks_late": True,
+    "ignore_result": True,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
+
+@shared_task(name="keys.create_default", **_RETRY)
+def create_default(deployment_id: str) -> None:
+    """A ready deployment's default key (exactly one, however often this runs)."""
+    services.key_create_default(deployment_id=deployment_id)
+
+
+@shared_task(name="keys.revoke_for_deployment", **_RETRY)
+def revoke_for_deployment(deployment_id: str) -> None:
+    """Every active key of an ended deployment, revoked with the reason of its end."""
+    revoked = services.key_revoke_all_for_deployment(
+        deployment_id=deployment_id, actor="system:revocation"
+    )
+    if revoked:
+        logger.info("revoked %d keys of ended deployment %s", revoked, deployment_id)
+
+
+@shared_task(name="keys.reconcile", **_RETRY)
+def reconcile() -> dict[str, int]:
+    """Finish what a lost message left undone; the database says what is owed."""
+    done = services.key_reconcile()
+    if any(done.values()):
+        logger.info("reconciled: %s", done)
+    return done

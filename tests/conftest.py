@@ -1,0 +1,57 @@
+"""Session-wide checks and fixtures.
+
+The suite runs against real PostgreSQL and Redis (`make test` starts them when needed). A missing
+service fails the run loudly at the start; no test skips because of it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.factories import DeploymentFactory, TemplateFactory, UserFactory
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" not in engine:
+        raise pytest.UsageError(
+            f"The suite runs against PostgreSQL; DATABASE_URL points at {engine}. Use `make test`."
+        )
+    if not settings.REDIS_URL:
+        raise pytest.UsageError("The suite needs Redis: set REDIS_URL (`make test` does).")
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        raise pytest.UsageError(f"Redis at {settings.REDIS_URL} is not reachable: {exc}") from exc
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis() -> None:
+    """Each test starts with an empty Redis database (the test one, never db 0)."""
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    r.flushdb()
+    from keys import lookup_cache
+
+    lookup_cache.client.cache_clear()
+
+
+@pytest.fixture
+def user(db):  # type: ignore[no-untyped-def]
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db):  # type: ignore[no-untyped-def]
+    return UserFactory()
+
+
+@pytest.fixture
+def template(db):  # type: ignore[no-untyped-def]
+    return TemplateFactory()
+
+
+@pytest.fixture
+def ready_deployment(db, user, template):  # type: ignore[no-untyped-def]
+    return DeploymentFactory(owner=user, template=template, ready=True)

@@ -1,0 +1,121 @@
+"""The lookup straight from PostgreSQL: one test per row of the contract's table."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+
+from deployments.models import Deployment
+from keys import services, tokens
+from keys.selectors import LookupOutcome, key_lookup_uncached
+from tests.factories import DeploymentFactory
+
+pytestmark = pytest.mark.django_db
+O = LookupOutcome
+
+
+@pytest.fixture
+def live_key(ready_deployment):
+    key, plaintext = services.key_create(deployment_id=ready_deployment.pk, name="a", actor="t")
+    return key, plaintext
+
+
+def lookup(authorization, model=None):
+    return key_lookup_uncached(authorization=authorization, model=model)
+
+
+def test_valid_key_of_a_ready_deployment_answers_its_route(live_key, ready_deployment):
+    key, plaintext = live_key
+    result = lookup(f"Bearer {plaintext}", "gemma4:26b")
+    assert result.outcome is O.OK
+    assert result.body() == {
+        "deployment_id": str(ready_deployment.pk),
+        "model": "gemma4:26b",
+        "endpoint_url": ready_deployment.endpoint_url,
+        "key_id": str(key.pk),
+    }
+    assert lookup(f"bearer   {plaintext}  ").outcome is O.OK  # scheme is case-insensitive
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "   ", "Bearer", "Bearer   ", "Basic abc", "Token x", 5]
+)
+def test_missing_or_non_bearer_authorization(header):
+    assert lookup(header).outcome is O.MISSING_API_KEY
+
+
+def test_malformed_and_unknown_keys_are_invalid(live_key):
+    _, plaintext = live_key
+    flipped = plaintext[:-7] + ("A" if plaintext[-7] != "A" else "B") + plaintext[-6:]
+    for candidate in ["sk-abc", plaintext + "x", flipped, tokens.generate().plaintext]:
+        result = lookup(f"Bearer {candidate}")
+        assert (result.outcome.status, result.outcome.code) == (401, "invalid_api_key")
+
+
+def test_wrong_secret_with_a_real_public_id_is_invalid(live_key):
+    key, _ = live_key
+    head = "ob_sk_" + key.public_id + "x" * 30
+    forged = head + tokens.checksum(head)
+    assert lookup(f"Bearer {forged}").outcome is O.INVALID_API_KEY
+
+
+def test_revoked_key_is_revoked_even_with_a_wrong_model(live_key):
+    key, plaintext = live_key
+    services.key_revoke(key_id=key.pk, actor="t")
+    result = lookup(f"Bearer {plaintext}", "other-model")
+    assert (result.outcome.status, result.outcome.code) == (401, "revoked_api_key")
+
+
+def test_deleted_deployment_is_not_found(live_key, ready_deployment):
+    _, plaintext = live_key
+    Deployment.objects.filter(pk=ready_deployment.pk).delete()
+    result = lookup(f"Bearer {plaintext}")
+    assert (result.outcome.status, result.outcome.code) == (404, "deployment_not_found")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        ("pending", "deployment_not_ready"),
+        ("provisioning", "deployment_not_ready"),
+        ("stopped", "deployment_stopped"),
+        ("failed", "deployment_failed"),
+        ("terminated", "deployment_terminated"),
+    ],
+)
+def test_deployment_status_answers_409(live_key, ready_deployment, status, code):
+    _, plaintext = live_key
+    Deployment.objects.filter(pk=ready_deployment.pk).update(status=status)
+    result = lookup(f"Bearer {plaintext}", "wrong-model")  # 409 comes before model_mismatch
+    assert (result.outcome.status, result.outcome.code) == (409, code)
+
+
+def test_ended_pack_answers_409_before_the_sweep(live_key, ready_deployment):
+    _, plaintext = live_key
+    with time_machine.travel(ready_deployment.pack_ends_at + timedelta(seconds=1)):
+        result = lookup(f"Bearer {plaintext}")
+    assert (result.outcome.status, result.outcome.code) == (409, "deployment_terminated")
+
+
+def test_model_mismatch(live_key):
+    _, plaintext = live_key
+    result = lookup(f"Bearer {plaintext}", "qwen3.6:27b")
+    assert (result.outcome.status, result.outcome.code) == (400, "model_mismatch")
+
+
+def test_error_body_has_the_contract_shape(live_key):
+    body = lookup("Bearer nope").body()
+    assert body == {
+        "error": {
+            "message": "Invalid API key.",
+            "type": "authentication_error",
+            "code": "invalid_api_key",
+            "param": None,
+        }
+    }
+
+
+def test_other_deployments_keys_route_to_their_own_deployment(live_key):
+    other = DeploymentFactory(ready=True, endpoint_url="http://other:1")
+    _, plaintext = services.key_create(deployment_id=other.pk, name="b", actor="t")
+    assert lookup(f"Bearer {plaintext}").body()["endpoint_url"] == "http://other:1"
