@@ -66,6 +66,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "buddy.middleware.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -203,7 +204,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env.int("BUDDY_PAGE_SIZE", default=50),
+    "EXCEPTION_HANDLER": "buddy.http_errors.api_exception_handler",
 }
+CSRF_FAILURE_VIEW = "buddy.http_errors.csrf_failure"
 
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",

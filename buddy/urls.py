@@ -1,6 +1,17 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+
+from buddy import ops
 
 urlpatterns = [
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("api/v1/", include("buddy.urls_console")),
+    path("internal/v1/", include("buddy.urls_internal")),
     path("admin/", admin.site.urls),
 ]
+
+handler400 = "buddy.http_errors.handler400"
+handler403 = "buddy.http_errors.handler403"
+handler404 = "buddy.http_errors.handler404"
+handler500 = "buddy.http_errors.handler500"

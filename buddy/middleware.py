@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from buddy.http_errors import error_response
+
+logger = logging.getLogger("buddy.errors")
+
+_CODE_OF_STATUS = {
+    400: ("bad_request", "Bad request."),
+    403: ("permission_denied", "Permission denied."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    413: ("request_too_large", "Request too large."),
+    500: ("server_error", "Internal server error."),
+}
+# Pages that are HTML by design (the operators' admin, the browsable schema).
+_HTML_PREFIXES = ("/admin/", "/api/docs")
+
+
+class JsonErrorsMiddleware:
+    """Any error answer that is not already JSON becomes the contract's error body.
+
+    Django renders its own HTML (with DEBUG=true, technical pages with stack traces) for errors
+    that happen outside a DRF view: unknown URLs, exceptions in middleware. None of that may reach
+    a client of the API.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and not request.path.startswith(_HTML_PREFIXES)
+            and "json" not in response.get("Content-Type", "")
+        ):
+            status = response.status_code
+            code, message = _CODE_OF_STATUS.get(
+                status, ("server_error" if status >= 500 else "bad_request", response.reason_phrase)
+            )
+            return error_response(status, code, message)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if request.path.startswith(_HTML_PREFIXES):
+            return None
+        from django.http import Http404
+
+        if isinstance(exception, Http404):
+            return error_response(404, "not_found", "Not found.")
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "server_error", "Internal server error.")
