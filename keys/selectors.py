@@ -173,6 +173,11 @@ def key_lookup_uncached(*, authorization: object, model: object = None) -> Looku
     return LookupResult(judge(snapshot, model=model, now=timezone.now()), snapshot)
 
 
+def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
+    """The proxy's lookup: the one entry point every caller (internal API, gateway) uses."""
+    return key_lookup_uncached(authorization=authorization, model=model)
+
+
 def key_list_for_owner(
     *, owner_id: int, deployment_id: object = None, status: str | None = None
 ) -> QuerySet[ApiKey]:
