@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import redis
-from prometheus_client import CONTENT_TYPE_LATEST
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from buddy.http_errors import error_response
 
