@@ -13,6 +13,7 @@ import logging
 import re
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
 from buddy.request_id import current_request_id
@@ -28,7 +29,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         rf"\1\2{REDACTED}",
     ),
     (re.compile(r"\b(Token)(\s+)[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE), rf"\1\2{REDACTED}"),
-    (re.compile(r"ob_sk_[0-9A-Za-z]{10,}"), f"ob_sk_{REDACTED}"),
+    # `_` included: two keys run together must not leave the second one's body behind.
+    (re.compile(r"ob_sk_[0-9A-Za-z_]{10,}"), f"ob_sk_{REDACTED}"),
     (re.compile(r"ob_svc_[0-9A-Za-z_\-]{10,}"), f"ob_svc_{REDACTED}"),
 )
 
@@ -40,12 +42,21 @@ def redact(text: str) -> str:
     return text
 
 
+def _request_id_of(record: logging.LogRecord) -> str:
+    request_id = current_request_id()
+    if request_id == "-":
+        # Django logs a request's 4xx/5xx (`django.request`) after the middleware has returned,
+        # passing the request itself: its id is on it.
+        request_id = getattr(getattr(record, "request", None), "request_id", "-")
+    return request_id
+
+
 class RequestIdFilter(logging.Filter):
     """Puts the current request id on the record (`-` outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = current_request_id()
+            record.request_id = _request_id_of(record)
         return True
 
 
@@ -70,11 +81,14 @@ class JsonFormatter(_BaseJsonFormatter):
         kwargs.setdefault("style", "{")
         kwargs.setdefault("rename_fields", {"levelname": "level", "name": "logger"})
         kwargs.setdefault("timestamp", "time")  # ISO 8601, UTC
+        # Django passes the request object along with its records: not a field of a log line
+        # (its repr carries the query string), the request id and path already say which.
+        kwargs.setdefault("reserved_attrs", [*RESERVED_ATTRS, "request"])
         super().__init__(*args, **kwargs)
 
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):
-            record.request_id = current_request_id()
+            record.request_id = _request_id_of(record)
         return redact(super().format(record))
 
 
@@ -87,5 +101,5 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):
-            record.request_id = current_request_id()
+            record.request_id = _request_id_of(record)
         return redact(super().format(record))
