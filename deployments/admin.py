@@ -99,7 +99,6 @@ class DeploymentAdmin(admin.ModelAdmin):
         "status",
         "pack_ends_at",
         "key_count",
-        "created_at",
     )
     list_filter = ("status", "template")
     list_select_related = ("owner", "template")

@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
+from knox.models import AuthToken
 
 from buddy.admin_actions import apply_each, form_or_page, operator_actor
 from keys import services
@@ -176,3 +177,11 @@ class ServiceTokenAdmin(admin.ModelAdmin):
             lambda token: services.service_token_revoke(token_id=token.pk),
             done="Revoked {count} service token(s).",
         )
+
+
+# knox's own admin lists and searches console tokens by digest, which is also their primary key
+# and so in every link and checkbox of any admin page about them: console tokens are not in the
+# admin. An operator signs a user out of every console session by deactivating the user (knox
+# refuses tokens of inactive users).
+if admin.site.is_registered(AuthToken):
+    admin.site.unregister(AuthToken)

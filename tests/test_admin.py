@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.contrib import admin
 from django.urls import reverse
+from knox.models import AuthToken
 
 from deployments.models import DeploymentStatus, EndReason, EventKind
 from keys import services as key_services
@@ -287,7 +288,9 @@ def test_no_admin_page_shows_a_hash_or_a_secret(admin_client, keyed_deployment):
     sealed = key_services.key_create_default(deployment_id=sealed_deployment.pk)
     sealed_bytes = bytes(ApiKey.objects.get(pk=sealed.pk).sealed_secret)
 
+    console_token, console_secret = AuthToken.objects.create(keyed_deployment.owner)
     forbidden = {plaintext, revoked_plaintext, default_plaintext, token_secret, token.digest}
+    forbidden |= {console_secret, console_token.digest, console_token.token_key}
     forbidden |= {sealed_bytes.decode(), sealed_bytes.hex()}
     for key in ApiKey.objects.all():
         forbidden.add(key.secret_hash)
