@@ -24,7 +24,7 @@ from tests.factories import DeploymentFactory
 from tests.ports import server_port
 
 # The live server answers from another thread, so the test's data must be committed.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
