@@ -10,7 +10,7 @@ PORT ?= 8000
 export PG_URL ?= postgres://postgres@127.0.0.1:5432/buddy
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint bench services clean
+.PHONY: install run test lint bench services browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ run: install
 services:
 	bash scripts/ensure-services.sh
 
-test: install services
+# Debian's chromium and chromedriver, for the admin's browser test (apt; quick when present).
+browser:
+	bash scripts/ensure-browser.sh
+
+test: install services browser
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install

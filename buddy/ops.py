@@ -1,13 +1,15 @@
-"""Operations endpoints: `/healthz` (alive, no I/O) and `/readyz` (database and Redis reachable)."""
+"""Operations endpoints: `/healthz` (alive, no I/O), `/readyz` (database and Redis reachable) and
+`/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from buddy.http_errors import error_response
 
@@ -48,3 +50,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
     failed = ", ".join(name for name, ok in checks.items() if not ok)
     response = error_response(503, "not_ready", f"Not ready: {failed} unreachable.")
     return response
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition (no authentication: expose it on the internal network only)."""
+    from buddy.metrics import exposition
+
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,7 @@ from buddy import ops
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
     path("api/v1/", include("buddy.urls_console")),
     path("internal/v1/", include("buddy.urls_internal")),
     path("admin/", admin.site.urls),

@@ -325,3 +325,36 @@ def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[object
             )
             done.append(deployment_id)
     return done
+
+
+# --- operators (the admin) ----------------------------------------------------------------------
+
+
+def _revoke_keys_now(*, deployment_id: object, actor: str) -> int:
+    from keys.services import key_revoke_all_for_deployment  # keys builds on deployments
+
+    return key_revoke_all_for_deployment(deployment_id=deployment_id, actor=actor)
+
+
+def deployment_stop_by_operator(*, deployment_id: object, actor: str) -> Deployment:
+    """An operator's stop: the same transition as any stop, then every key revoked at once.
+
+    The revocation that every end schedules (`keys.revoke_for_deployment`, after the commit) still
+    runs and finds nothing left to do. Doing it here too means the operator sees the keys revoked
+    when the page comes back, whether or not a worker is running; the admin is low-volume, so the
+    few milliseconds per key this costs the request do not matter.
+    """
+    deployment = deployment_stop(
+        deployment_id=deployment_id, actor=actor, end_reason=EndReason.STOPPED_BY_OPERATOR
+    )
+    _revoke_keys_now(deployment_id=deployment.pk, actor=actor)
+    return deployment
+
+
+def deployment_terminate_by_operator(*, deployment_id: object, actor: str) -> Deployment:
+    """An operator's termination, its keys revoked at once (see `deployment_stop_by_operator`)."""
+    deployment = deployment_terminate(
+        deployment_id=deployment_id, actor=actor, end_reason=EndReason.TERMINATED_BY_OPERATOR
+    )
+    _revoke_keys_now(deployment_id=deployment.pk, actor=actor)
+    return deployment

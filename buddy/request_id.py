@@ -1,0 +1,72 @@
+"""A request id on every request and on every log line written while serving it.
+
+An incoming `X-Request-ID` (from the edge proxy or a load balancer) is kept when it is well formed,
+so one id follows a request across services; otherwise a new one is made. Either way it is echoed
+in the response's `X-Request-ID` and put on every log record by `buddy.logging.RequestIdFilter`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from django.http import HttpRequest, HttpResponse
+
+HEADER = "X-Request-ID"
+# Letters, digits and a few separators, at most 128 characters: anything else (a header
+# stuffed with newlines, JSON or a megabyte of text) is replaced, never logged.
+_WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}", re.ASCII)
+# Probes hit these every few seconds; their lines would drown the rest at INFO.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+_current: ContextVar[str] = ContextVar("buddy_request_id", default="-")
+access_logger = logging.getLogger("buddy.access")
+
+
+def current_request_id() -> str:
+    """The id of the request being served in this context, `-` outside any request."""
+    return _current.get()
+
+
+def request_id_from(candidate: object) -> str:
+    """The incoming id if it is well formed, otherwise a fresh one."""
+    if isinstance(candidate, str) and _WELL_FORMED.fullmatch(candidate):
+        return candidate
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Binds the request id for the request's duration and writes one access line per request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = request_id_from(request.headers.get(HEADER))
+        request.request_id = request_id  # type: ignore[attr-defined]
+        token = _current.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response[HEADER] = request_id
+            # The path only: a query string is the client's and may carry anything.
+            access_logger.log(
+                logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            return response
+        finally:
+            _current.reset(token)

@@ -1,0 +1,183 @@
+"""`/metrics`: lookups by outcome and their latency, keys and deployments from the database,
+task failures from the worker's signal, and the multiprocess mode gunicorn's workers use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.test import override_settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from buddy import metrics
+from buddy.celery import app as celery_app
+from deployments.models import Deployment, DeploymentStatus
+from keys import lookup_cache
+from keys import services as key_services
+from keys.models import ApiKey
+from keys.selectors import LookupOutcome, key_lookup
+from tests.factories import DeploymentFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@celery_app.task(name="tests.always_fails", acks_late=True, ignore_result=True)
+def always_fails() -> None:
+    raise RuntimeError("this task fails on purpose")
+
+
+def _scrape(client) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """{sample name: {sorted labels: value}} of one `/metrics` answer."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def _lookups(samples, outcome: str) -> float:
+    return samples.get("buddy_lookups_total", {}).get((("outcome", outcome),), 0.0)
+
+
+def _key_on(status: str, *, gone: bool = False, revoked: bool = False) -> str:
+    """The plaintext of a key whose deployment is now in `status` (or deleted, or revoked)."""
+    deployment = DeploymentFactory(ready=True)
+    _key, plaintext = key_services.key_create(deployment_id=deployment.pk, name="k", actor="t")
+    if revoked:
+        key_services.key_revoke(key_id=_key.pk, actor="t")
+    if gone:
+        Deployment.objects.filter(pk=deployment.pk).delete()
+    elif status != DeploymentStatus.READY:
+        # Placed directly in the status, as the factories do: only the lookup is under test here.
+        Deployment.objects.filter(pk=deployment.pk).update(status=status)
+    return plaintext
+
+
+def test_metrics_count_a_lookup_of_each_outcome(client):
+    ok = _key_on(DeploymentStatus.READY)
+    cases = {
+        LookupOutcome.OK: {"authorization": f"Bearer {ok}", "model": "gemma4:26b"},
+        LookupOutcome.MODEL_MISMATCH: {"authorization": f"Bearer {ok}", "model": "other:1b"},
+        LookupOutcome.MISSING_API_KEY: {"authorization": None},
+        LookupOutcome.INVALID_API_KEY: {"authorization": "Bearer ob_sk_notakey"},
+        LookupOutcome.REVOKED_API_KEY: {
+            "authorization": f"Bearer {_key_on(DeploymentStatus.READY, revoked=True)}"
+        },
+        LookupOutcome.DEPLOYMENT_NOT_FOUND: {
+            "authorization": f"Bearer {_key_on(DeploymentStatus.READY, gone=True)}"
+        },
+        LookupOutcome.DEPLOYMENT_NOT_READY: {
+            "authorization": f"Bearer {_key_on(DeploymentStatus.PROVISIONING)}"
+        },
+        LookupOutcome.DEPLOYMENT_STOPPED: {
+            "authorization": f"Bearer {_key_on(DeploymentStatus.STOPPED)}"
+        },
+        LookupOutcome.DEPLOYMENT_FAILED: {
+            "authorization": f"Bearer {_key_on(DeploymentStatus.FAILED)}"
+        },
+        LookupOutcome.DEPLOYMENT_TERMINATED: {
+            "authorization": f"Bearer {_key_on(DeploymentStatus.TERMINATED)}"
+        },
+    }
+    before = _scrape(client)
+    observed_lookup = metrics.observe_lookup(key_lookup)
+    for expected, kwargs in cases.items():
+        result = observed_lookup(**kwargs)
+        assert result.outcome is expected
+    # The two answers the view gives before any lookup (a body that is not JSON, a rate limit).
+    metrics.record_lookup(LookupOutcome.INVALID_JSON.code, 0.0001)
+    metrics.record_lookup(LookupOutcome.RATE_LIMITED.code, 0.0001)
+    after = _scrape(client)
+
+    for outcome in LookupOutcome:
+        label = outcome.code or "ok"
+        assert _lookups(after, label) - _lookups(before, label) == 1, label
+    count = "buddy_lookup_duration_seconds_count"
+    assert after[count][()] - before.get(count, {}).get((), 0) == len(LookupOutcome)
+
+
+def test_unknown_outcome_codes_are_counted_as_other_not_as_new_labels(client):
+    before = _scrape(client)
+    metrics.record_lookup("<script>", 0.001)
+    after = _scrape(client)
+    assert _lookups(after, "other") - _lookups(before, "other") == 1
+    assert not any(
+        dict(labels).get("outcome") == "<script>" for labels in after["buddy_lookups_total"]
+    )
+
+
+def test_keys_and_deployments_are_counted_from_the_database(client):
+    ready = DeploymentFactory(ready=True)
+    key_services.key_create_default(deployment_id=ready.pk)
+    named, _ = key_services.key_create(deployment_id=ready.pk, name="a", actor="t")
+    key_services.key_create(deployment_id=ready.pk, name="b", actor="t")
+    key_services.key_revoke(key_id=named.pk, actor="t")
+    DeploymentFactory(status=DeploymentStatus.PENDING)
+    DeploymentFactory(status=DeploymentStatus.FAILED)
+
+    samples = _scrape(client)
+    assert samples["buddy_keys_created_total"][()] == ApiKey.objects.count() == 3
+    assert samples["buddy_keys_revoked_total"] == {(("reason", "revoked_by_owner"),): 1}
+    deployments = {dict(k)["status"]: v for k, v in samples["buddy_deployments"].items()}
+    assert deployments == {
+        "pending": 1,
+        "provisioning": 0,
+        "ready": 1,
+        "stopped": 0,
+        "failed": 1,
+        "terminated": 0,
+    }
+
+
+def test_task_failures_are_counted_across_processes_through_redis(client):
+    always_fails.apply()
+    always_fails.apply()
+    samples = _scrape(client)
+    assert samples["buddy_task_failures_total"] == {(("task", "tests.always_fails"),): 2}
+    # Redis holds the count, so a worker in another process or container adds to the same one.
+    assert lookup_cache.client().hget(metrics.TASK_FAILURES_KEY, "tests.always_fails") == b"2"
+
+
+def test_task_failures_are_counted_in_process_without_redis(client):
+    with override_settings(REDIS_URL=""):
+        lookup_cache.client.cache_clear()
+        try:
+            before = _scrape(client).get("buddy_task_failures_total", {})
+            always_fails.apply()
+            after = _scrape(client)["buddy_task_failures_total"]
+        finally:
+            lookup_cache.client.cache_clear()
+    labels = (("task", "tests.always_fails"),)
+    assert after[labels] - before.get(labels, 0) == 1
+
+
+def test_multiprocess_mode_sums_the_lookups_of_every_web_worker(tmp_path, monkeypatch):
+    """gunicorn's workers each write their counts to PROMETHEUS_MULTIPROC_DIR; any one of them
+    answers a scrape with the sum."""
+    script = (
+        "import django; django.setup()\n"
+        "from buddy.metrics import record_lookup\n"
+        "record_lookup('invalid_api_key', 0.002)\n"
+        "record_lookup('', 0.0004)\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env.setdefault("DJANGO_SETTINGS_MODULE", "buddy.settings")
+    for _worker in range(2):
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = metrics.exposition().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("buddy_lookups_total", (("outcome", "invalid_api_key"),))] == 2
+    assert samples[("buddy_lookups_total", (("outcome", "ok"),))] == 2
+    assert samples[("buddy_lookup_duration_seconds_count", ())] == 4
+    # The database-derived families are there too, once.
+    assert text.count("# TYPE buddy_deployments gauge") == 1
