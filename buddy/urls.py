@@ -8,6 +8,8 @@ urlpatterns = [
     path("readyz", ops.readyz, name="readyz"),
     path("api/v1/", include("buddy.urls_console")),
     path("internal/v1/", include("buddy.urls_internal")),
+    path("v1/", include("gateway.urls")),
+    path("local-model/v1/", include("gateway.urls_local_model")),
     path("admin/", admin.site.urls),
 ]
 
