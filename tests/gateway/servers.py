@@ -95,6 +95,7 @@ class FakeUpstream:
     - `/gated`: streams its first chunk, then waits until the test sets `release`, then the rest;
     - `/silent`: answers nothing until `release` (the gateway's read timeout fires first);
     - `/breaks`: streams one chunk, then drops the connection;
+    - `/hangs`: streams one chunk, then waits until its client goes away (sets `disconnected`);
     - `/fail`: 500; `/refuses`: 400 with an OpenAI error body; `/unauthorized`: 401.
     """
 
@@ -102,11 +103,13 @@ class FakeUpstream:
     requests: list[Recorded] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
+    disconnected: threading.Event = field(default_factory=threading.Event)
 
     def reset(self) -> None:
         self.requests.clear()
         self.release.clear()
         self.finished.clear()
+        self.disconnected.clear()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         raw = b""
@@ -131,7 +134,7 @@ class FakeUpstream:
             await asyncio.to_thread(self.release.wait, 30)
             await self._json(send, 200, self._completion(body))
         elif body.get("stream"):
-            await self._stream(send, body, mode)
+            await self._stream(send, receive, body, mode)
         else:
             await self._json(send, 200, self._completion(body))
         self.finished.set()
@@ -168,7 +171,7 @@ class FakeUpstream:
         )
         await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
 
-    async def _stream(self, send: Any, body: dict[str, Any], mode: str) -> None:
+    async def _stream(self, send: Any, receive: Any, body: dict[str, Any], mode: str) -> None:
         def event(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             chunk = {
                 "id": "chatcmpl-fake",
@@ -190,6 +193,11 @@ class FakeUpstream:
         await send(event({"role": "assistant", "content": ""}))
         if mode == "breaks":
             raise RuntimeError("the model server falls over mid-stream")
+        if mode == "hangs":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.disconnected.set()
+            return
         if mode == "gated":
             await asyncio.to_thread(self.release.wait, 30)
         for word in self.reply(body).split(" "):
@@ -288,3 +296,4 @@ def buddy_server(**extra_env: str) -> Iterator[str]:
             process.kill()
             process.wait(10)
         log.close()
+        os.unlink(log.name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -12,7 +14,7 @@ from django.core.handlers.asgi import ASGIHandler
 from deployments.models import Deployment
 from deployments.services import deployment_mark_provisioning, deployment_stop
 from keys.services import key_revoke
-from tests.gateway.servers import UPSTREAM_API_KEY, free_port
+from tests.gateway.servers import UPSTREAM_API_KEY, UPSTREAM_READ_TIMEOUT, free_port, wait_until
 
 CHAT = {"model": "gemma4:26b", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -105,6 +107,58 @@ def test_stream_is_relayed_chunk_by_chunk_without_buffering(buddy_url, upstream,
     assert events[-1] == "[DONE]"
     words = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1])
     assert words.strip() == "upstream says: hello"
+
+
+def test_slow_answers_are_relayed_side_by_side_not_one_after_another(buddy_url, upstream, deploy):
+    """Ten streams whose upstream is still answering are all under way at once in one server
+    process: waiting on a model server ties up nothing that the next request needs."""
+    deployed = deploy(f"{upstream.url}/gated")
+    count = 10
+    started = threading.Semaphore(0)
+
+    def one_stream(_: int) -> list[str]:
+        with httpx.stream(
+            "POST",
+            f"{buddy_url}/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"Authorization": f"Bearer {deployed.secret}"},
+            timeout=30,
+        ) as response:
+            lines = response.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
+            started.release()
+            return [first, *sse_events(list(lines))]
+
+    with ThreadPoolExecutor(count) as pool:
+        streams = [pool.submit(one_stream, i) for i in range(count)]
+        for _ in range(count):
+            assert started.acquire(timeout=UPSTREAM_READ_TIMEOUT - 1)
+        assert not upstream.finished.is_set()
+        upstream.release.set()
+        results = [future.result(timeout=30) for future in streams]
+    assert all(events[-1] == "[DONE]" for events in results)
+    assert len(upstream.requests) == count
+
+
+def test_a_client_that_goes_away_mid_stream_closes_the_upstream_request(
+    buddy_url, upstream, deploy
+):
+    """A long generation nobody reads any more must not keep running on the model server."""
+    deployed = deploy(f"{upstream.url}/hangs")
+    with httpx.stream(
+        "POST",
+        f"{buddy_url}/v1/chat/completions",
+        json={**CHAT, "stream": True},
+        headers={"Authorization": f"Bearer {deployed.secret}"},
+        timeout=30,
+    ) as response:
+        assert next(line for line in response.iter_lines() if line.startswith("data: "))
+    # Well before the gateway's read timeout would close it anyway.
+    wait_until(
+        upstream.disconnected.is_set,
+        timeout=UPSTREAM_READ_TIMEOUT - 1,
+        what="the upstream request to be closed",
+    )
 
 
 def test_an_upstream_that_breaks_mid_stream_ends_the_stream_with_an_error_event(
