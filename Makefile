@@ -21,10 +21,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Embedded default: SQLite, no Redis (tasks and periodic work in-process), local provisioner.
+# Served by uvicorn on buddy.asgi: the gateway's streamed answers need an ASGI server (runserver
+# would gather them whole), and the gateway calls the built-in model server on this same port.
 run: install
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DEBUG=true $(BIN)/python manage.py ensure_dev_superuser
-	DEBUG=true BUDDY_PROVISIONER=local PORT=$(PORT) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+	DEBUG=true BUDDY_PROVISIONER=local PORT=$(PORT) $(BIN)/uvicorn buddy.asgi:application \
+		--host 127.0.0.1 --port $(PORT)
 
 # PostgreSQL and Redis on loopback, started when installed but stopped.
 services:

@@ -6,6 +6,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buddy.settings")
 
 application = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+
+if settings.DEBUG:
+    # The embedded default (`make run` serves uvicorn on this module) serves the admin's static
+    # files itself, as runserver would; production serves them from STATIC_ROOT.
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    application = ASGIStaticFilesHandler(application)
+
 from buddy.embedded import start_scheduler  # noqa: E402
 
 start_scheduler()

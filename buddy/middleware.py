@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from buddy.http_errors import error_response
@@ -27,13 +29,30 @@ class JsonErrorsMiddleware:
     Django renders its own HTML (with DEBUG=true, technical pages with stack traces) for errors
     that happen outside a DRF view: unknown URLs, exceptions in middleware. None of that may reach
     a client of the API.
+
+    It works in both modes: under ASGI a sync-only middleware would make Django run the whole
+    request, async gateway views included, on a thread held for as long as the view waits on a
+    model server.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self.__acall__(request)
+        return self.as_json_error(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        return self.as_json_error(request, await self.get_response(request))
+
+    def as_json_error(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if (
             response.status_code >= 400
             and not request.path.startswith(_HTML_PREFIXES)

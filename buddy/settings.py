@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "deployments",
     "keys",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -203,6 +204,20 @@ BUDDY_SEALING_KEY = env.str("BUDDY_SEALING_KEY", default="") or _derived_secret(
 BUDDY_LOOKUP_CACHE_PEPPER = env.str("BUDDY_LOOKUP_CACHE_PEPPER", default="") or _derived_secret(
     "lookup-cache"
 )
+
+# --- the OpenAI-compatible gateway (/v1/) and the built-in model server (/local-model/v1/) ---
+# Sent upstream as `Authorization: Bearer ...` when set (never the client's ob_sk_ key). One
+# credential for every model server; per-deployment credentials are not supported.
+BUDDY_UPSTREAM_API_KEY = env.str("BUDDY_UPSTREAM_API_KEY", default="")
+BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS = env.float(
+    "BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS", default=10.0
+)
+# The longest silence allowed between two pieces of an upstream's answer (the first piece of a
+# non-streamed completion comes only when it is complete, so this also bounds its generation).
+BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS = env.float(
+    "BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS", default=600.0
+)
+BUDDY_LOCAL_MODEL_ENABLED = _bool("BUDDY_LOCAL_MODEL_ENABLED", BUDDY_PROVISIONER == "local")
 
 # --- Django REST framework --------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -9,6 +9,8 @@ urlpatterns = [
     path("metrics", ops.metrics, name="metrics"),
     path("api/v1/", include("buddy.urls_console")),
     path("internal/v1/", include("buddy.urls_internal")),
+    path("v1/", include("gateway.urls")),
+    path("local-model/v1/", include("gateway.urls_local_model")),
     path("admin/", admin.site.urls),
 ]
 

@@ -1,0 +1,181 @@
+"""The gateway's client of model servers: OpenAI-compatible upstreams (Ollama, vLLM, the built-in
+local model) at `{endpoint_url}/v1/chat/completions`.
+
+What goes upstream is the validated body and, when `BUDDY_UPSTREAM_API_KEY` is set, that credential;
+never the client's headers (so never its `ob_sk_` key). Failures become `UpstreamFailure`s with the
+status and code the gateway answers: 502 `upstream_error` for an unreachable or failing upstream,
+504 `upstream_timeout` when it does not answer in time, and the upstream's own refusal of a request
+(400 or 429) relayed with its message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+# How much of an upstream's error body is read to find its message.
+_ERROR_BODY_LIMIT = 64 * 1024
+_MESSAGE_LIMIT = 1000
+# Upstream statuses that say the client's request is at fault, and what the gateway answers.
+_RELAYED_STATUSES = {400: 400, 413: 400, 422: 400, 429: 429}
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class UpstreamFailure(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        code: str = "upstream_error",
+        error_type: str = "server_error",
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.error_type = error_type
+        self.retry_after = retry_after
+
+
+def _client() -> httpx.AsyncClient:
+    """One pooled client per event loop (a pool's connections belong to the loop that made them)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+        )
+        _clients[loop] = client
+    return client
+
+
+def _timeout() -> httpx.Timeout:
+    # `read` bounds the wait for each piece of the answer, not the whole answer: a long generation
+    # that keeps streaming is never cut, a silent upstream is.
+    return httpx.Timeout(
+        settings.BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS,
+        connect=settings.BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+    )
+
+
+def _headers() -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "Accept-Encoding": "identity",
+    }
+    if settings.BUDDY_UPSTREAM_API_KEY:
+        headers["Authorization"] = f"Bearer {settings.BUDDY_UPSTREAM_API_KEY}"
+    return headers
+
+
+def chat_completions_url(endpoint_url: str) -> str:
+    return f"{endpoint_url.rstrip('/')}/v1/chat/completions"
+
+
+def transport_failure(exc: httpx.HTTPError) -> UpstreamFailure:
+    """What the gateway answers when talking to the upstream failed (no answer, or cut short)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamFailure(
+            "The model server did not answer in time.", status=504, code="upstream_timeout"
+        )
+    return UpstreamFailure(f"The model server could not be reached ({type(exc).__name__}).")
+
+
+def _upstream_message(content: bytes) -> str | None:
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        text = content.decode("utf-8", "replace").strip()
+        return text[:_MESSAGE_LIMIT] or None
+    message: Any = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        message = message or body.get("message") or body.get("detail")
+    return str(message)[:_MESSAGE_LIMIT] if message else None
+
+
+def status_failure(response: httpx.Response, content: bytes) -> UpstreamFailure:
+    """What the gateway answers for an upstream's non-2xx answer."""
+    status = response.status_code
+    relayed = _RELAYED_STATUSES.get(status)
+    if relayed is None:
+        # Auth, routing or server trouble upstream is buddy's problem, not the client's request.
+        return UpstreamFailure(f"The model server failed (HTTP {status}).")
+    message = _upstream_message(content) or f"The model server refused the request (HTTP {status})."
+    if relayed == 429:
+        return UpstreamFailure(
+            message,
+            status=429,
+            code="upstream_rate_limited",
+            error_type="rate_limit_error",
+            retry_after=response.headers.get("Retry-After"),
+        )
+    return UpstreamFailure(
+        message, status=400, code="upstream_rejected", error_type="invalid_request_error"
+    )
+
+
+async def chat_completion(*, endpoint_url: str, body: dict[str, Any]) -> bytes:
+    """A non-streamed completion: the upstream's JSON answer, verbatim."""
+    try:
+        response = await _client().post(
+            chat_completions_url(endpoint_url), json=body, headers=_headers(), timeout=_timeout()
+        )
+    except httpx.HTTPError as exc:
+        raise transport_failure(exc) from exc
+    content = response.content
+    if not response.is_success:
+        raise status_failure(response, content[:_ERROR_BODY_LIMIT])
+    try:
+        answer = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        answer = None
+    if not isinstance(answer, dict):
+        raise UpstreamFailure("The model server answered with something other than JSON.")
+    return content
+
+
+async def open_chat_stream(*, endpoint_url: str, body: dict[str, Any]) -> httpx.Response:
+    """Start a streamed completion; the caller relays `aiter_bytes()` and must `aclose()` it.
+
+    Returns once the upstream has answered with a success status, so that a refusal or an
+    unreachable upstream still gets a proper error status instead of a broken stream.
+    """
+    client = _client()
+    request = client.build_request(
+        "POST",
+        chat_completions_url(endpoint_url),
+        json=body,
+        headers=_headers(),
+        timeout=_timeout(),
+    )
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_failure(exc) from exc
+    if response.is_success:
+        return response
+    try:
+        content = b""
+        async for chunk in response.aiter_bytes():
+            content += chunk
+            if len(content) >= _ERROR_BODY_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass  # the status alone decides the answer
+    finally:
+        await response.aclose()
+    raise status_failure(response, content[:_ERROR_BODY_LIMIT])
