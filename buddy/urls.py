@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from buddy import ops
 
@@ -8,6 +9,8 @@ urlpatterns = [
     path("readyz", ops.readyz, name="readyz"),
     path("api/v1/", include("buddy.urls_console")),
     path("internal/v1/", include("buddy.urls_internal")),
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),
 ]
 
