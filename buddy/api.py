@@ -53,6 +53,25 @@ class CsrfSessionAuthentication(SessionAuthentication):
             raise CsrfFailed() from exc
 
 
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: DRF's CharField would turn 5 or true into "5" or "True"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class BlankAsNullCharField(serializers.CharField):
+    """A text column whose empty value ("") is shown as null."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_null=True, **kwargs)
+
+    def to_representation(self, value: Any) -> str | None:
+        return value or None
+
+
 class ConsolePagination(PageNumberPagination):
     """`{"count", "next", "previous", "results"}`; an out-of-range page is `404 not_found`."""
 

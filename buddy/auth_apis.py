@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from buddy.api import validated
+from buddy.api import StrictCharField, validated
 from buddy.auth_services import console_token_create
 from buddy.errors import InvalidCredentials
 from buddy.schema import error_response
@@ -19,8 +19,8 @@ from buddy.throttles import TokenFailureThrottle
 
 
 class TokenCreateInputSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150, trim_whitespace=False)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+    username = StrictCharField(max_length=150, trim_whitespace=False)
+    password = StrictCharField(max_length=4096, trim_whitespace=False)
 
 
 class TokenOutputSerializer(serializers.Serializer):

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from buddy.api import BlankAsNullCharField, StrictCharField
 from deployments.models import Deployment, DeploymentStatus, EventKind
 from deployments.selectors import deployment_default_key_id
-
-
-class BlankAsNullCharField(serializers.CharField):
-    """A text column whose empty value ("") is shown as null."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(allow_null=True, **kwargs)
-
-    def to_representation(self, value: Any) -> str | None:
-        return value or None
 
 
 class TemplateOutputSerializer(serializers.Serializer):
@@ -29,7 +18,7 @@ class TemplateOutputSerializer(serializers.Serializer):
 
 
 class DeploymentCreateInputSerializer(serializers.Serializer):
-    template = serializers.CharField(max_length=64, help_text="A template's slug.")
+    template = StrictCharField(max_length=64, help_text="A template's slug.")
     pack_hours = serializers.IntegerField(
         min_value=1, help_text="One of the template's `pack_hours_options`."
     )
@@ -49,7 +38,7 @@ class DeploymentOutputSerializer(serializers.Serializer):
     """The contract's deployment. Also the answer of the provisioner's status callback."""
 
     id = serializers.UUIDField()
-    template = serializers.CharField(source="template.slug", help_text="The template's slug.")
+    template = StrictCharField(source="template.slug", help_text="The template's slug.")
     model = serializers.CharField(source="model_id")
     status = serializers.ChoiceField(choices=DeploymentStatus.choices)
     endpoint_url = BlankAsNullCharField(help_text="Null until the deployment is first ready.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from deployments.serializers import BlankAsNullCharField
+from buddy.api import BlankAsNullCharField, StrictCharField
 
 KEY_STATUSES = ["active", "revoked"]
 
@@ -35,7 +35,7 @@ class KeySecretOutputSerializer(serializers.Serializer):
 
 
 class KeyCreateInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = StrictCharField(max_length=100)
 
 
 class KeyStatusFilterSerializer(serializers.Serializer):
