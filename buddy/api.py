@@ -98,3 +98,11 @@ def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+def validated_filters(
+    serializer_class: type[serializers.Serializer], query_params: Any
+) -> dict[str, Any]:
+    """The validated filters of a query string; an empty `?status=` is no filter at all."""
+    present = {name: value for name, value in query_params.items() if value != ""}
+    return validated(serializer_class, present)

@@ -12,7 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from buddy.api import ConsolePagination, console_actor, paginated_response, validated
+from buddy.api import (
+    ConsolePagination,
+    console_actor,
+    paginated_response,
+    validated,
+    validated_filters,
+)
 from buddy.schema import error_response
 from deployments import selectors, services
 from deployments.models import Deployment, DeploymentStatus
@@ -58,7 +64,7 @@ class DeploymentListCreateApi(APIView):
         summary="The caller's deployments, newest first",
     )
     def get(self, request: Request) -> Response:
-        filters = validated(DeploymentFilterSerializer, request.query_params)
+        filters = validated_filters(DeploymentFilterSerializer, request.query_params)
         deployments = selectors.deployment_list_for_owner(
             owner_id=request.user.pk, status=filters.get("status")
         )

@@ -14,7 +14,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from buddy.api import ConsolePagination, console_actor, paginated_response, validated
+from buddy.api import (
+    ConsolePagination,
+    console_actor,
+    paginated_response,
+    validated,
+    validated_filters,
+)
 from buddy.schema import error_response
 from deployments.models import Deployment
 from deployments.selectors import deployment_get_owned
@@ -60,7 +66,7 @@ class DeploymentKeyListCreateApi(APIView):
     )
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = owned_deployment(request, deployment_id)
-        filters = validated(KeyStatusFilterSerializer, request.query_params)
+        filters = validated_filters(KeyStatusFilterSerializer, request.query_params)
         keys = selectors.key_list_for_owner(
             owner_id=request.user.pk, deployment_id=deployment.pk, status=filters.get("status")
         )
@@ -107,7 +113,7 @@ class KeyListApi(APIView):
         summary="The caller's keys of every deployment, newest first",
     )
     def get(self, request: Request) -> Response:
-        filters = validated(KeyFilterSerializer, request.query_params)
+        filters = validated_filters(KeyFilterSerializer, request.query_params)
         keys = selectors.key_list_for_owner(
             owner_id=request.user.pk,
             deployment_id=filters.get("deployment"),

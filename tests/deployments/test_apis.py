@@ -411,3 +411,8 @@ def test_an_unexpected_error_is_a_500_with_the_error_body_and_no_trace(api, monk
     error = assert_error(response, 500, "server_error")
     assert error["type"] == "server_error"
     assert b"boom" not in response.content and b"Traceback" not in response.content
+
+
+def test_an_empty_status_filter_is_no_filter(api, user):
+    DeploymentFactory(owner=user)
+    assert api.get("/api/v1/deployments?status=").json()["count"] == 1

@@ -295,3 +295,7 @@ def test_someone_elses_keys_are_404_everywhere_and_unchanged(
 )
 def test_key_endpoints_need_authentication(method, path):
     assert_error(getattr(APIClient(), method)(path), 401, "not_authenticated")
+
+
+def test_empty_key_filters_are_no_filters(api, default_key):
+    assert api.get("/api/v1/keys?deployment=&status=").json()["count"] == 1
