@@ -15,6 +15,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 
+class StrictJSONParser(JSONParser):
+    """DRF's JSON parser (which already refuses NaN and Infinity), also refusing bodies nested
+    too deeply for the decoder: those are bad input (`400 invalid_json`), not a server error."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from exc
+
+
 class JsonNegotiation(DefaultContentNegotiation):
     """Every body is JSON, whatever its Content-Type says, and every answer is JSON.
 

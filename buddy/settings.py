@@ -197,7 +197,7 @@ BUDDY_LOOKUP_CACHE_PEPPER = env.str("BUDDY_LOOKUP_CACHE_PEPPER", default="") or 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "buddy.schema.BuddyAutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["buddy.api.StrictJSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "buddy.api.JsonNegotiation",
     # The token first: an unauthenticated request is then 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -242,6 +242,13 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DeploymentStatusEnum": "deployments.models.DeploymentStatus",
         "KeyStatusEnum": ["active", "revoked"],
+        "EventKindEnum": "deployments.models.EventKind",
+        "ErrorTypeEnum": [
+            "invalid_request_error",
+            "authentication_error",
+            "rate_limit_error",
+            "server_error",
+        ],
     },
 }
 

@@ -3,7 +3,7 @@
 import pytest
 from django.test import override_settings
 
-from tests.console import assert_error
+from tests.console import assert_error, token_client
 
 
 @pytest.mark.django_db
@@ -28,3 +28,15 @@ def test_the_schema_is_served_without_authentication(client):
     response = client.get("/api/schema", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     assert response.json()["openapi"].startswith("3.")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"pack_hours": NaN}', b"\xff\xfe{}", b'{"a": Infinity}'],
+)
+def test_bodies_that_are_not_plain_json_are_400_invalid_json(user, body):
+    response = token_client(user).generic(
+        "POST", "/api/v1/deployments", body, content_type="application/json"
+    )
+    assert_error(response, 400, "invalid_json")
