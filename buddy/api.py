@@ -83,6 +83,15 @@ class BlankAsNullCharField(serializers.CharField):
         return value or None
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, and only that: DRF's IntegerField would take "8", 8.0 or true."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ConsolePagination(PageNumberPagination):
     """`{"count", "next", "previous", "results"}`; an out-of-range page is `404 not_found`."""
 
@@ -111,9 +120,12 @@ def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict
     return dict(serializer.validated_data)
 
 
-def validated_filters(
-    serializer_class: type[serializers.Serializer], query_params: Any
+def validated_query(
+    serializer_class: type[serializers.Serializer], request: Request
 ) -> dict[str, Any]:
-    """The validated filters of a query string; an empty `?status=` is no filter at all."""
-    present = {name: value for name, value in query_params.items() if value != ""}
-    return validated(serializer_class, present)
+    """The validated filters of the query string.
+
+    Read as a plain dict: given the QueryDict itself, DRF would take an empty `?status=` as an
+    absent value (HTML-form rules) instead of refusing it like any other value not in the enum.
+    """
+    return validated(serializer_class, request.query_params.dict())

@@ -17,7 +17,7 @@ from buddy.api import (
     console_actor,
     paginated_response,
     validated,
-    validated_filters,
+    validated_query,
 )
 from buddy.schema import error_response
 from deployments import selectors, services
@@ -64,7 +64,7 @@ class DeploymentListCreateApi(APIView):
         summary="The caller's deployments, newest first",
     )
     def get(self, request: Request) -> Response:
-        filters = validated_filters(DeploymentFilterSerializer, request.query_params)
+        filters = validated_query(DeploymentFilterSerializer, request)
         deployments = selectors.deployment_list_for_owner(
             owner_id=request.user.pk, status=filters.get("status")
         )

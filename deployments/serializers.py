@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from buddy.api import BlankAsNullCharField, StrictCharField
+from buddy.api import BlankAsNullCharField, StrictCharField, StrictIntegerField
 from deployments.models import Deployment, DeploymentStatus, EventKind
 from deployments.selectors import deployment_default_key_id
 
@@ -19,13 +19,13 @@ class TemplateOutputSerializer(serializers.Serializer):
 
 class DeploymentCreateInputSerializer(serializers.Serializer):
     template = StrictCharField(max_length=64, help_text="A template's slug.")
-    pack_hours = serializers.IntegerField(
+    pack_hours = StrictIntegerField(
         min_value=1, help_text="One of the template's `pack_hours_options`."
     )
 
 
 class DeploymentExtendInputSerializer(serializers.Serializer):
-    pack_hours = serializers.IntegerField(
+    pack_hours = StrictIntegerField(
         min_value=1, help_text="One of the template's `pack_hours_options`."
     )
 

@@ -19,7 +19,7 @@ from buddy.api import (
     console_actor,
     paginated_response,
     validated,
-    validated_filters,
+    validated_query,
 )
 from buddy.schema import error_response
 from deployments.models import Deployment
@@ -66,7 +66,7 @@ class DeploymentKeyListCreateApi(APIView):
     )
     def get(self, request: Request, deployment_id: str) -> Response:
         deployment = owned_deployment(request, deployment_id)
-        filters = validated_filters(KeyStatusFilterSerializer, request.query_params)
+        filters = validated_query(KeyStatusFilterSerializer, request)
         keys = selectors.key_list_for_owner(
             owner_id=request.user.pk, deployment_id=deployment.pk, status=filters.get("status")
         )
@@ -113,7 +113,7 @@ class KeyListApi(APIView):
         summary="The caller's keys of every deployment, newest first",
     )
     def get(self, request: Request) -> Response:
-        filters = validated_filters(KeyFilterSerializer, request.query_params)
+        filters = validated_query(KeyFilterSerializer, request)
         keys = selectors.key_list_for_owner(
             owner_id=request.user.pk,
             deployment_id=filters.get("deployment"),
