@@ -11,9 +11,13 @@ from rest_framework.test import APIClient
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
+    missing_required_header,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from deployments import services
@@ -132,6 +136,11 @@ def test_the_console_api_conforms_to_its_schema(
             content_type_conformance,
             response_headers_conformance,
             response_schema_conformance,
+            # ... and it refuses what the schema does not allow, and nothing works without auth.
+            negative_data_rejection,
+            ignored_auth,
+            missing_required_header,
+            unsupported_method,
         ],
     )
 
