@@ -70,3 +70,10 @@ class SecretExpired(DomainError):
     status_code = 410
     code = "secret_expired"
     default_message = "The secret of this key can no longer be revealed."
+
+
+class InvalidCredentials(DomainError):
+    status_code = 401
+    code = "invalid_credentials"
+    error_type = "authentication_error"
+    default_message = "Invalid username or password."

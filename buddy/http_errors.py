@@ -10,20 +10,24 @@ says.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
+from rest_framework.views import set_rollback
 
 from buddy.errors import DomainError
 
 logger = logging.getLogger("buddy.errors")
 
+# OpenAI's types, as the contract lists them: 401 and 403 (missing, wrong or insufficient
+# credentials, CSRF) are authentication errors; every other 4xx is an invalid request.
 _TYPE_OF_STATUS = {
     401: "authentication_error",
-    403: "permission_error",
+    403: "authentication_error",
     429: "rate_limit_error",
 }
 
@@ -91,7 +95,12 @@ def _validation_fields(detail: Any) -> dict[str, list[str]]:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
-    """DRF's EXCEPTION_HANDLER: every exception of a DRF view becomes the contract's body."""
+    """DRF's EXCEPTION_HANDLER: every exception of a DRF view becomes the contract's body.
+
+    Whatever the error, the request's transaction (if any) is rolled back: a refused request
+    changes nothing.
+    """
+    set_rollback()
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
         fields = getattr(exc, "fields", None)
@@ -135,7 +144,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             drf.Throttled: "rate_limited",
         }.get(type(exc), str(exc.default_code))
         if isinstance(exc, drf.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait) + 1)
+            headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:
             headers["WWW-Authenticate"] = auth_header

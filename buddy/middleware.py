@@ -13,10 +13,12 @@ logger = logging.getLogger("buddy.errors")
 
 _CODE_OF_STATUS = {
     400: ("bad_request", "Bad request."),
+    401: ("not_authenticated", "Authentication required."),
     403: ("permission_denied", "Permission denied."),
     404: ("not_found", "Not found."),
     405: ("method_not_allowed", "Method not allowed."),
     413: ("request_too_large", "Request too large."),
+    429: ("rate_limited", "Too many requests; retry later."),
     500: ("server_error", "Internal server error."),
 }
 # Pages that are HTML by design (the operators' admin, the browsable schema).
@@ -62,7 +64,13 @@ class JsonErrorsMiddleware:
             code, message = _CODE_OF_STATUS.get(
                 status, ("server_error" if status >= 500 else "bad_request", response.reason_phrase)
             )
-            return error_response(status, code, message)
+            # Keep what tells the client how to proceed (405's Allow, 429's Retry-After).
+            kept = {
+                name: response[name]
+                for name in ("Allow", "Retry-After", "WWW-Authenticate")
+                if response.has_header(name)
+            }
+            return error_response(status, code, message, headers=kept)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

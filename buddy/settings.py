@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "knox",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "deployments",
     "keys",
     "gateway",
@@ -221,16 +222,25 @@ BUDDY_LOCAL_MODEL_ENABLED = _bool("BUDDY_LOCAL_MODEL_ENABLED", BUDDY_PROVISIONER
 
 # --- Django REST framework --------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "buddy.schema.BuddyAutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["buddy.api.StrictJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "buddy.api.JsonNegotiation",
+    # The token first: an unauthenticated request is then 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "knox.auth.TokenAuthentication",
+        "buddy.api.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "buddy.api.ConsolePagination",
     "PAGE_SIZE": env.int("BUDDY_PAGE_SIZE", default=50),
+    "DEFAULT_THROTTLE_RATES": {
+        # Failed `POST /api/v1/auth/token` attempts per client address.
+        "console_token_failures": env.str("BUDDY_TOKEN_FAILURE_RATE", default="10/min"),
+    },
+    # Reverse proxies in front of buddy: throttles key on the client address they report.
+    # 0 (the default) trusts only REMOTE_ADDR, so a forged X-Forwarded-For changes nothing.
+    "NUM_PROXIES": env.int("BUDDY_NUM_PROXIES", default=0),
     "EXCEPTION_HANDLER": "buddy.http_errors.api_exception_handler",
 }
 CSRF_FAILURE_VIEW = "buddy.http_errors.csrf_failure"
@@ -243,10 +253,30 @@ REST_KNOX = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "buddy API",
-    "DESCRIPTION": "Control plane of the OpenLLM Buddy console.",
+    "DESCRIPTION": (
+        "Control plane of the OpenLLM Buddy console. Every error answers "
+        '`{"error": {"message", "type", "code", "param"}}` (+ `fields` for validation errors).'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The docs page's Swagger UI is served from our own static files (no CDN).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": False},
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "ENUM_NAME_OVERRIDES": {
+        "DeploymentStatusEnum": "deployments.models.DeploymentStatus",
+        "KeyStatusEnum": ["active", "revoked"],
+        "EventKindEnum": "deployments.models.EventKind",
+        "ErrorTypeEnum": [
+            "invalid_request_error",
+            "authentication_error",
+            "rate_limit_error",
+            "server_error",
+        ],
+    },
 }
 
 # --- logs ---------------------------------------------------------------------------------------

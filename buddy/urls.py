@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from buddy import ops
 
@@ -11,6 +12,8 @@ urlpatterns = [
     path("internal/v1/", include("buddy.urls_internal")),
     path("v1/", include("gateway.urls")),
     path("local-model/v1/", include("gateway.urls_local_model")),
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),
 ]
 

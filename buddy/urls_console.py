@@ -1,5 +1,42 @@
 """`/api/v1/`: the console frontend's API (session with CSRF, or `Authorization: Token`)."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from buddy.auth_apis import TokenCreateApi
+from deployments import apis as deployment_apis
+from keys import apis as key_apis
+
+urlpatterns = [
+    path("auth/token", TokenCreateApi.as_view(), name="auth-token"),
+    path("templates", deployment_apis.TemplateListApi.as_view(), name="templates"),
+    path("deployments", deployment_apis.DeploymentListCreateApi.as_view(), name="deployments"),
+    path(
+        "deployments/<uuid:deployment_id>",
+        deployment_apis.DeploymentDetailApi.as_view(),
+        name="deployment-detail",
+    ),
+    path(
+        "deployments/<uuid:deployment_id>/stop",
+        deployment_apis.DeploymentStopApi.as_view(),
+        name="deployment-stop",
+    ),
+    path(
+        "deployments/<uuid:deployment_id>/extend",
+        deployment_apis.DeploymentExtendApi.as_view(),
+        name="deployment-extend",
+    ),
+    path(
+        "deployments/<uuid:deployment_id>/events",
+        deployment_apis.DeploymentEventListApi.as_view(),
+        name="deployment-events",
+    ),
+    path(
+        "deployments/<uuid:deployment_id>/keys",
+        key_apis.DeploymentKeyListCreateApi.as_view(),
+        name="deployment-keys",
+    ),
+    path("keys", key_apis.KeyListApi.as_view(), name="keys"),
+    path("keys/<uuid:key_id>", key_apis.KeyDetailApi.as_view(), name="key-detail"),
+    path("keys/<uuid:key_id>/reveal", key_apis.KeyRevealApi.as_view(), name="key-reveal"),
+    path("keys/<uuid:key_id>/revoke", key_apis.KeyRevokeApi.as_view(), name="key-revoke"),
+]

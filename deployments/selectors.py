@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
+from buddy.errors import NotFound
 from buddy.ids import as_uuid
 from deployments.models import Deployment, DeploymentEvent, Template
 
@@ -10,8 +11,18 @@ def template_list_active() -> QuerySet[Template]:
     return Template.objects.filter(is_active=True).order_by("name")
 
 
+def _with_default_key_id(deployments: QuerySet[Deployment]) -> QuerySet[Deployment]:
+    """Annotate `default_key_id` (the default key's id or None) in the same query."""
+    from keys.models import ApiKey
+
+    default_key = ApiKey.objects.filter(deployment=OuterRef("pk"), is_default=True).values("pk")
+    return deployments.annotate(default_key_id=Subquery(default_key[:1]))
+
+
 def deployment_list_for_owner(*, owner_id: int, status: str | None = None) -> QuerySet[Deployment]:
-    deployments = Deployment.objects.filter(owner_id=owner_id).select_related("template")
+    deployments = _with_default_key_id(
+        Deployment.objects.filter(owner_id=owner_id).select_related("template")
+    )
     if status:
         deployments = deployments.filter(status=status)
     return deployments.order_by("-created_at", "-pk")
@@ -25,6 +36,14 @@ def deployment_get_for_owner(*, owner_id: int, deployment_id: object) -> Deploym
     )
 
 
+def deployment_get_owned(*, owner_id: int, deployment_id: object) -> Deployment:
+    """The owner's deployment, or `NotFound` for someone else's exactly as for a missing one."""
+    deployment = deployment_get_for_owner(owner_id=owner_id, deployment_id=deployment_id)
+    if deployment is None:
+        raise NotFound("Deployment not found.")
+    return deployment
+
+
 def deployment_event_list(*, deployment_id: object) -> QuerySet[DeploymentEvent]:
     return DeploymentEvent.objects.filter(deployment_id=deployment_id).order_by("-at", "-id")
 
@@ -32,3 +51,10 @@ def deployment_event_list(*, deployment_id: object) -> QuerySet[DeploymentEvent]
 def deployment_get(*, deployment_id: object) -> Deployment | None:
     pk = as_uuid(deployment_id)
     return None if pk is None else Deployment.objects.filter(pk=pk).first()
+
+
+def deployment_default_key_id(*, deployment: Deployment) -> object | None:
+    """The id of the deployment's default key, or None (annotated by the owner's selectors)."""
+    if hasattr(deployment, "default_key_id"):
+        return deployment.default_key_id
+    return deployment.keys.filter(is_default=True).values_list("pk", flat=True).first()

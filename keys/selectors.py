@@ -18,6 +18,8 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from buddy.errors import NotFound
+from buddy.ids import as_uuid
 from deployments.models import DeploymentStatus
 from keys import hashing, tokens
 from keys.models import ApiKey, ServiceToken
@@ -189,6 +191,20 @@ def key_list_for_owner(
     elif status == "revoked":
         keys = keys.filter(revoked_at__isnull=False)
     return keys.order_by("-created_at", "-pk")
+
+
+def key_get_for_owner(*, owner_id: int, key_id: object) -> ApiKey | None:
+    """The owner's key, or None for someone else's or a nonexistent one (both 404)."""
+    pk = as_uuid(key_id)
+    return None if pk is None else key_list_for_owner(owner_id=owner_id).filter(pk=pk).first()
+
+
+def key_get_owned(*, owner_id: int, key_id: object) -> ApiKey:
+    """The owner's key, or `NotFound` for someone else's exactly as for a missing one."""
+    key = key_get_for_owner(owner_id=owner_id, key_id=key_id)
+    if key is None:
+        raise NotFound("Key not found.")
+    return key
 
 
 def service_token_authenticate(*, authorization: object) -> ServiceTokenInfo | None:

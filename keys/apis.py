@@ -1,0 +1,166 @@
+"""Console endpoints of API keys (`/api/v1/`): thin views over the services.
+
+A key or deployment that is not the caller's answers 404 exactly like one that does not exist,
+checked before the body is read. A key's secret appears in two answers only, both `no-store`:
+the 201 of its creation and the single 200 of the default key's reveal.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from buddy.api import (
+    ConsolePagination,
+    console_actor,
+    paginated_response,
+    validated,
+    validated_query,
+)
+from buddy.schema import error_response
+from deployments.models import Deployment
+from deployments.selectors import deployment_get_owned
+from keys import selectors, services
+from keys.models import ApiKey
+from keys.serializers import (
+    KEY_STATUSES,
+    KeyCreatedOutputSerializer,
+    KeyCreateInputSerializer,
+    KeyFilterSerializer,
+    KeyOutputSerializer,
+    KeySecretOutputSerializer,
+    KeyStatusFilterSerializer,
+)
+
+_STATUS_PARAMETER = OpenApiParameter(
+    "status", enum=KEY_STATUSES, description="Only active or only revoked keys."
+)
+# A response that holds a secret must not be kept by any cache, shared or private.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def owned_key(request: Request, key_id: object) -> ApiKey:
+    return selectors.key_get_owned(owner_id=request.user.pk, key_id=key_id)
+
+
+def owned_deployment(request: Request, deployment_id: object) -> Deployment:
+    return deployment_get_owned(owner_id=request.user.pk, deployment_id=deployment_id)
+
+
+class DeploymentKeyListCreateApi(APIView):
+    pagination_class = ConsolePagination
+
+    @extend_schema(
+        operation_id="deployments_keys_list",
+        parameters=[_STATUS_PARAMETER],
+        responses={
+            200: KeyOutputSerializer(many=True),
+            400: error_response("validation_error"),
+            404: error_response("not_found"),
+        },
+        summary="The deployment's keys, newest first",
+    )
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        filters = validated_query(KeyStatusFilterSerializer, request)
+        keys = selectors.key_list_for_owner(
+            owner_id=request.user.pk, deployment_id=deployment.pk, status=filters.get("status")
+        )
+        return paginated_response(
+            request=request, view=self, queryset=keys, serializer_class=KeyOutputSerializer
+        )
+
+    @extend_schema(
+        operation_id="deployments_keys_create",
+        request=KeyCreateInputSerializer,
+        responses={
+            201: KeyCreatedOutputSerializer,
+            400: error_response("invalid_json", "validation_error"),
+            404: error_response("not_found"),
+            409: error_response("deployment_not_ready", "key_limit_reached"),
+        },
+        summary="Create a key; its secret is in this answer only",
+    )
+    def post(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        data = validated(KeyCreateInputSerializer, request.data)
+        key, secret = services.key_create(
+            deployment_id=deployment.pk, name=data["name"], actor=console_actor(request)
+        )
+        body = {**KeyOutputSerializer(key).data, "secret": secret}
+        return Response(body, status=status.HTTP_201_CREATED, headers=_NO_STORE)
+
+
+class KeyListApi(APIView):
+    pagination_class = ConsolePagination
+
+    @extend_schema(
+        operation_id="keys_list",
+        parameters=[
+            OpenApiParameter(
+                "deployment", type=OpenApiTypes.UUID, description="Only this deployment's keys."
+            ),
+            _STATUS_PARAMETER,
+        ],
+        responses={
+            200: KeyOutputSerializer(many=True),
+            400: error_response("validation_error"),
+        },
+        summary="The caller's keys of every deployment, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        filters = validated_query(KeyFilterSerializer, request)
+        keys = selectors.key_list_for_owner(
+            owner_id=request.user.pk,
+            deployment_id=filters.get("deployment"),
+            status=filters.get("status"),
+        )
+        return paginated_response(
+            request=request, view=self, queryset=keys, serializer_class=KeyOutputSerializer
+        )
+
+
+class KeyDetailApi(APIView):
+    @extend_schema(
+        operation_id="keys_retrieve",
+        responses={200: KeyOutputSerializer, 404: error_response("not_found")},
+    )
+    def get(self, request: Request, key_id: str) -> Response:
+        return Response(KeyOutputSerializer(owned_key(request, key_id)).data)
+
+
+class KeyRevealApi(APIView):
+    @extend_schema(
+        operation_id="keys_reveal",
+        request=None,
+        responses={
+            200: KeySecretOutputSerializer,
+            404: error_response("not_found"),
+            409: error_response("key_revoked"),
+            410: error_response("secret_already_shown", "secret_expired"),
+        },
+        summary="The default key's secret, once",
+    )
+    def post(self, request: Request, key_id: str) -> Response:
+        key = owned_key(request, key_id)
+        request.data  # noqa: B018 - a body, if any, must be JSON (400 invalid_json)
+        secret = services.key_reveal_default(key_id=key.pk, actor=console_actor(request))
+        return Response({"secret": secret}, headers=_NO_STORE)
+
+
+class KeyRevokeApi(APIView):
+    @extend_schema(
+        operation_id="keys_revoke",
+        request=None,
+        responses={200: KeyOutputSerializer, 404: error_response("not_found")},
+        summary="Revoke the key for good (revoking twice is 200)",
+    )
+    def post(self, request: Request, key_id: str) -> Response:
+        key = owned_key(request, key_id)
+        request.data  # noqa: B018 - a body, if any, must be JSON (400 invalid_json)
+        key = services.key_revoke(key_id=key.pk, actor=console_actor(request))
+        return Response(KeyOutputSerializer(key).data)
