@@ -15,6 +15,7 @@ import threading
 from typing import Protocol
 
 import httpx
+from django import db
 from django.conf import settings
 
 from deployments.models import Deployment
@@ -24,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 class ProvisionerUnavailable(Exception):
     """A transient failure to reach the provisioner: the task retries with backoff."""
+
+
+class ProvisionerRefused(Exception):
+    """The provisioner answered 4xx: retrying will not help."""
 
 
 class Provisioner(Protocol):
@@ -54,7 +59,7 @@ class HttpProvisioner:
             raise ProvisionerUnavailable(f"provisioner answered {response.status_code}")
         if response.status_code >= 400:
             # A 4xx will not get better by retrying: the orchestrator refuses this deployment.
-            raise ValueError(f"provisioner refused with {response.status_code}")
+            raise ProvisionerRefused(f"provisioner refused with {response.status_code}")
 
     def boot(self, deployment: Deployment) -> None:
         self._post(
@@ -79,7 +84,7 @@ class LocalProvisioner:
         delay = settings.BUDDY_LOCAL_BOOT_SECONDS
         if settings.CELERY_TASK_ALWAYS_EAGER:
             # Embedded default: no worker to honour a countdown, so a timer thread waits instead.
-            timer = threading.Timer(delay, local_boot.delay, args=[str(deployment.pk)])
+            timer = threading.Timer(delay, _boot_in_thread, args=[str(deployment.pk)])
             timer.daemon = True
             timer.start()
         else:
@@ -87,6 +92,15 @@ class LocalProvisioner:
 
     def teardown(self, deployment: Deployment) -> None:
         logger.info("provisioner=local: deployment %s torn down", deployment.pk)
+
+
+def _boot_in_thread(deployment_id: str) -> None:
+    from deployments.tasks import local_boot
+
+    try:
+        local_boot.delay(deployment_id)
+    finally:
+        db.connection.close()  # this thread's own connection
 
 
 def get_provisioner() -> Provisioner:

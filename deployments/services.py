@@ -281,10 +281,12 @@ def deployment_apply_provisioner_status(
             if status == S.FAILED:
                 return deployment_fail(deployment_id=deployment.pk, actor=actor, reason=reason)
             if status == S.STOPPED:
-                return deployment_stop(
+                return _transition(
                     deployment_id=deployment.pk,
+                    target=S.STOPPED,
                     actor=actor,
                     end_reason=EndReason.STOPPED_BY_PROVISIONER,
+                    detail={"reason": reason[:500]} if reason else None,
                 )
             raise InvalidTransition(f"The provisioner cannot report {status}.")
         if status == S.READY and endpoint_url != deployment.endpoint_url:

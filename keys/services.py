@@ -123,7 +123,7 @@ def key_create_default(*, deployment_id: object) -> ApiKey | None:
         existing = ApiKey.objects.filter(deployment=deployment, is_default=True).first()
         if existing is not None:
             return existing
-        if deployment.status != DeploymentStatus.READY:
+        if deployment.status != DeploymentStatus.READY or deployment.pack_ends_at <= timezone.now():
             return None
         try:
             with transaction.atomic():
@@ -287,7 +287,7 @@ def key_reconcile(*, batch_size: int = 200) -> dict[str, int]:
     from deployments.models import TERMINAL_STATUSES
 
     missing_default = list(
-        Deployment.objects.filter(status=DeploymentStatus.READY)
+        Deployment.objects.filter(status=DeploymentStatus.READY, pack_ends_at__gt=timezone.now())
         .exclude(keys__is_default=True)
         .values_list("pk", flat=True)[:batch_size]
     )
@@ -300,7 +300,9 @@ def key_reconcile(*, batch_size: int = 200) -> dict[str, int]:
         .distinct()[:batch_size]
     )
     revoked = sum(
-        key_revoke_all_for_deployment(deployment_id=pk, actor="system:reconciler")
+        key_revoke_all_for_deployment(
+            deployment_id=pk, actor="system:reconciler", batch_size=settings.BUDDY_REVOKE_BATCH_SIZE
+        )
         for pk in ended_with_active_keys
     )
     return {
