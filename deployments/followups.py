@@ -33,8 +33,14 @@ def _enqueue(task_name: str, *args: object) -> None:
     def send() -> None:
         try:
             app.tasks[task_name].apply_async(args=args, retry=False)
-        except Exception:
-            logger.warning("could not enqueue %s%r; the reconciler will finish it", task_name, args)
+        except Exception as exc:
+            logger.warning(
+                "could not enqueue %s%r (%s: %s); the reconciler will finish it",
+                task_name,
+                args,
+                type(exc).__name__,
+                exc,
+            )
 
     transaction.on_commit(send)
 
