@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from celery import Celery
 from django.conf import settings
 from django.db import connection
 
@@ -139,23 +140,25 @@ class Worker(CeleryProcess):
             log_path,
         )  # fmt: skip
         self.broker_url = env["REDIS_URL"]
+        self._probe: Celery | None = None
 
     def start_and_wait(self, timeout: float = 90) -> None:
         self.start()
-        wait_until(self._answers_ping, timeout=timeout, interval=0.3, what="the worker's ping")
+        wait_until(self.answers_ping, timeout=timeout, interval=0.3, what="the worker's ping")
 
-    def _answers_ping(self) -> bool:
-        from buddy.celery import app
-
+    def answers_ping(self) -> bool:
+        """The worker answers a remote-control ping through its broker (it is consuming)."""
         if not self.alive():
             raise AssertionError(f"the celery worker exited:\n{self.log_tail()}")
+        if self._probe is None:
+            # An app of its own, so that pinging never touches this process's publisher.
+            self._probe = Celery("probe", broker=self.broker_url, set_as_current=False)
+            self._probe.conf.broker_transport_options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
         hostname = self.nodename.replace("%h", os.uname().nodename)
         try:
-            with app.connection_for_write(self.broker_url) as conn:
-                replies = app.control.ping(destination=[hostname], timeout=0.5, connection=conn)
+            return bool(self._probe.control.ping(destination=[hostname], timeout=0.5))
         except Exception:
             return False
-        return bool(replies)
 
 
 def worker_env(*, redis_url: str, orchestrator_url: str, **extra: str) -> dict[str, str]:
@@ -242,3 +245,27 @@ def _celery_worker_marker(request: pytest.FixtureRequest) -> None:
     worker = request.getfixturevalue("celery_worker")
     if not worker.alive():  # a previous test killed it and failed before restarting it
         worker.start_and_wait()
+
+
+@contextlib.contextmanager
+def app_broker(url: str) -> Iterator[None]:
+    """Point this process's Celery app (the publisher) and lookup cache at another Redis."""
+    from django.test import override_settings
+
+    from buddy.celery import app
+    from keys import lookup_cache
+
+    def reset() -> None:
+        app._pool = None
+        app.amqp._producer_pool = None
+        lookup_cache.client.cache_clear()
+
+    previous = app.conf.broker_url
+    app.conf.broker_url = url
+    reset()
+    try:
+        with override_settings(REDIS_URL=url):
+            yield
+    finally:
+        app.conf.broker_url = previous
+        reset()
