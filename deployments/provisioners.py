@@ -32,14 +32,17 @@ class ProvisionerRefused(Exception):
 
 
 class Provisioner(Protocol):
-    def boot(self, deployment: Deployment) -> None: ...
+    def boot(self, deployment: Deployment) -> bool:
+        """Ask for the deployment's instance; False when nobody was asked (`none`)."""
+        ...
 
     def teardown(self, deployment: Deployment) -> None: ...
 
 
 class NoProvisioner:
-    def boot(self, deployment: Deployment) -> None:
+    def boot(self, deployment: Deployment) -> bool:
         logger.info("provisioner=none: not booting deployment %s", deployment.pk)
+        return False
 
     def teardown(self, deployment: Deployment) -> None:
         logger.info("provisioner=none: not tearing down deployment %s", deployment.pk)
@@ -61,7 +64,7 @@ class HttpProvisioner:
             # A 4xx will not get better by retrying: the orchestrator refuses this deployment.
             raise ProvisionerRefused(f"provisioner refused with {response.status_code}")
 
-    def boot(self, deployment: Deployment) -> None:
+    def boot(self, deployment: Deployment) -> bool:
         self._post(
             self.base_url,
             {
@@ -70,6 +73,7 @@ class HttpProvisioner:
                 "pack_ends_at": deployment.pack_ends_at.isoformat(),
             },
         )
+        return True
 
     def teardown(self, deployment: Deployment) -> None:
         self._post(f"{self.base_url}/stop", {"deployment_id": str(deployment.pk)})
@@ -78,7 +82,7 @@ class HttpProvisioner:
 class LocalProvisioner:
     """Simulates an instance; the boot itself is the `deployments.local_boot` task."""
 
-    def boot(self, deployment: Deployment) -> None:
+    def boot(self, deployment: Deployment) -> bool:
         from deployments.tasks import local_boot
 
         delay = settings.BUDDY_LOCAL_BOOT_SECONDS
@@ -89,6 +93,7 @@ class LocalProvisioner:
             timer.start()
         else:
             local_boot.apply_async(args=[str(deployment.pk)], countdown=delay)
+        return True
 
     def teardown(self, deployment: Deployment) -> None:
         logger.info("provisioner=local: deployment %s torn down", deployment.pk)

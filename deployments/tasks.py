@@ -47,7 +47,7 @@ def provision(self, deployment_id: str) -> None:
     if deployment is None or deployment.status != DeploymentStatus.PENDING:
         return
     try:
-        get_provisioner().boot(deployment)
+        asked = get_provisioner().boot(deployment)
     except ProvisionerUnavailable as exc:
         retries = settings.BUDDY_PROVISIONER_MAX_RETRIES
         if self.request.retries >= retries:
@@ -58,6 +58,8 @@ def provision(self, deployment_id: str) -> None:
         raise self.retry(exc=exc, countdown=countdown, max_retries=retries) from exc
     except ProvisionerRefused as exc:
         _fail_quietly(deployment_id, str(exc))
+        return
+    if not asked:  # `none`: only the callbacks move the deployment
         return
     services.deployment_begin_provisioning(deployment_id=deployment_id, actor="system:provisioner")
 
