@@ -24,7 +24,7 @@ from buddy.errors import (
     ValidationFailed,
 )
 from buddy.ids import as_uuid
-from deployments.models import Deployment, DeploymentStatus, EventKind
+from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, EventKind
 from deployments.services import event_record
 from keys import hashing, lookup_cache, sealing, tokens
 from keys.models import ApiKey, RevokeReason, ServiceRole, ServiceToken
@@ -236,13 +236,16 @@ def key_revoke_all_for_deployment(
             claimed = ApiKey.objects.filter(
                 pk__in=[pk for pk, _ in batch], revoked_at__isnull=True
             ).update(revoked_at=now, revoke_reason=reason, sealed_secret=None)
-            for pk, public_id in batch:
-                event_record(
+            # The rows are locked and were selected active, so each was claimed here, once.
+            DeploymentEvent.objects.bulk_create(
+                DeploymentEvent(
                     deployment=deployment,
                     kind=EventKind.KEY_REVOKED,
                     actor=actor,
                     detail={"key_id": str(pk), "public_id": public_id, "reason": reason},
                 )
+                for pk, public_id in batch
+            )
             total += claimed
 
 
