@@ -63,6 +63,20 @@ def after_status_change(deployment_id: object, *, previous: str, current: str) -
         _enqueue("keys.create_default", str(deployment_id))
 
 
+def after_expired(deployment_ids: list[object]) -> None:
+    """A sweep's batch ended: the same follow-ups as `after_status_change`, in two messages for
+    the whole batch instead of two per deployment (publishing dominated the sweep's cost)."""
+    from keys import lookup_cache
+
+    if not deployment_ids:
+        return
+    for deployment_id in deployment_ids:
+        lookup_cache.tombstone_deployment(deployment_id)
+    ids = [str(deployment_id) for deployment_id in deployment_ids]
+    _enqueue("keys.revoke_for_deployments", ids)
+    _enqueue("deployments.teardown_many", ids)
+
+
 def after_extended(deployment_id: object) -> None:
     from keys import lookup_cache
 

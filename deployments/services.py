@@ -309,8 +309,8 @@ def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[object
     Set-based, because a sweep may meet thousands at once: candidates are claimed with
     `FOR UPDATE SKIP LOCKED` through the partial index on live packs (two sweeps at once share
     the work instead of waiting on each other), then one UPDATE, one multi-row INSERT of their
-    events, and per deployment the same follow-ups as any other end (tombstone now, revocation
-    and teardown once this transaction commits).
+    events, and the same follow-ups as any other end (tombstones now; revocation and teardown
+    once this transaction commits, one message each for the whole batch).
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -341,6 +341,5 @@ def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[object
             )
             for pk, status in claimed
         )
-        for pk, status in claimed:
-            followups.after_status_change(pk, previous=status, current=S.TERMINATED)
+        followups.after_expired(ids)
     return ids

@@ -122,6 +122,30 @@ def teardown(self, deployment_id: str) -> None:
 
 
 @shared_task(
+    name="deployments.teardown_many",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX,
+    max_retries=10,
+)
+def teardown_many(deployment_ids: list[str]) -> None:
+    """The sweep's batch: one request per deployment; one that fails retries on its own."""
+    provisioner = get_provisioner()
+    for deployment_id in deployment_ids:
+        deployment = selectors.deployment_get(deployment_id=deployment_id)
+        if deployment is None or not deployment.is_terminal:
+            continue
+        try:
+            provisioner.teardown(deployment)
+        except ProvisionerUnavailable:
+            teardown.delay(deployment_id)
+        except ProvisionerRefused as exc:
+            logger.warning("provisioner refused to tear down %s: %s", deployment_id, exc)
+
+
+@shared_task(
     name="deployments.expire_packs",
     acks_late=True,
     ignore_result=True,

@@ -46,6 +46,13 @@ def revoke_for_deployment(deployment_id: str) -> None:
         logger.info("revoked %d keys of ended deployment %s", revoked, deployment_id)
 
 
+@shared_task(name="keys.revoke_for_deployments", **_RETRY)
+def revoke_for_deployments(deployment_ids: list[str]) -> None:
+    """The expiry sweep's batch: every active key of each of these ended deployments."""
+    for deployment_id in deployment_ids:
+        revoke_for_deployment(deployment_id)
+
+
 @shared_task(name="keys.reconcile", **_RETRY)
 def reconcile() -> dict[str, int]:
     """Finish what a lost message left undone; the database says what is owed."""

@@ -122,7 +122,9 @@ def test_an_ended_deployment_has_every_key_revoked_and_its_instance_torn_down(
     assert deployment.events.filter(kind="key_revoked").count() == 4
 
 
-def test_the_expiry_task_terminates_ended_packs_and_revokes_their_keys():
+def test_the_expiry_task_terminates_ended_packs_revokes_their_keys_and_tears_them_down(
+    orchestrator,
+):
     ended, _ = _ready_with_keys(2)
     Deployment.objects.filter(pk=ended.pk).update(
         pack_ends_at=timezone.now() - timedelta(seconds=1)
@@ -133,7 +135,13 @@ def test_the_expiry_task_terminates_ended_packs_and_revokes_their_keys():
     wait_until(lambda: _all_revoked(ended.pk), timeout=30, what="every key revoked")
     ended.refresh_from_db()
     assert ended.end_reason == "pack_expired"
+    assert set(ApiKey.objects.filter(deployment=ended).values_list("revoke_reason", flat=True)) == {
+        "deployment_terminated"
+    }
+    wait_until(lambda: orchestrator.calls_for(ended.pk, "/boot/stop"), timeout=30,
+               what="the teardown request")  # fmt: skip
     wait_until(broker_idle, timeout=30, what="the queue to drain")
+    assert orchestrator.calls_for(running.pk, "/boot/stop") == []
     assert status_of(running.pk) == "ready" and active_keys(running.pk) == 1
 
 
