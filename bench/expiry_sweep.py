@@ -7,9 +7,9 @@ For each batch size the same data is created afresh: N live deployments whose pa
 each with K active keys, among M deployments whose pack has not (the sweep must skip them through
 its partial index). Then the sweep task body (`deployments.expire_packs`) runs in this process,
 exactly as a worker runs it: row locks, one event per deployment, lookup-cache tombstones in Redis,
-and two follow-up messages per deployment published to Redis on commit (to a queue of the bench's
-own that is purged afterwards). The revocation of the ended deployments' keys, which those messages
-ask the workers for, is measured after it, in keys per second.
+and two follow-up messages per batch published to Redis on commit (to a queue of the bench's own,
+purged afterwards). The revocation of the ended deployments' keys, which one of those messages asks
+a worker for (`keys.revoke_for_deployments`), is then run here too and measured in keys per second.
 
 It uses its own database (`<PG_URL database>_bench`, created and migrated on first use).
 """
@@ -147,7 +147,7 @@ def main() -> None:
     from deployments.models import Deployment
     from deployments.tasks import expire_packs
     from keys.models import ApiKey
-    from keys.services import key_revoke_all_for_deployment
+    from keys.tasks import revoke_for_deployments
 
     print(
         f"expiry sweep: {args.deployments} expired deployments x {args.keys} keys, "
@@ -168,11 +168,9 @@ def main() -> None:
         # What the follow-up messages ask the workers for: every key of those revoked.
         ended = list(Deployment.objects.filter(status="terminated").values_list("pk", flat=True))
         start = time.perf_counter()
-        revoked = sum(
-            key_revoke_all_for_deployment(deployment_id=pk, actor="bench", batch_size=500)
-            for pk in ended
-        )
+        revoke_for_deployments.apply(args=[[str(pk) for pk in ended]])
         revoke = time.perf_counter() - start
+        revoked = ApiKey.objects.filter(deployment_id__in=ended, revoked_at__isnull=False).count()
         assert revoked == args.deployments * args.keys
         assert not ApiKey.objects.filter(deployment_id__in=ended, revoked_at__isnull=True).exists()
         _purge_queue()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from buddy.ids import as_uuid
-from deployments.models import Deployment, DeploymentEvent, Template
+from deployments.models import TERMINAL_STATUSES, Deployment, DeploymentEvent, Template
 
 
 def template_list_active() -> QuerySet[Template]:
@@ -32,3 +32,13 @@ def deployment_event_list(*, deployment_id: object) -> QuerySet[DeploymentEvent]
 def deployment_get(*, deployment_id: object) -> Deployment | None:
     pk = as_uuid(deployment_id)
     return None if pk is None else Deployment.objects.filter(pk=pk).first()
+
+
+def deployment_list_ended(*, deployment_ids: list[object]) -> list[object]:
+    """Those of these deployments that are in a terminal status (malformed ids are skipped)."""
+    pks = [pk for pk in (as_uuid(d) for d in deployment_ids) if pk is not None]
+    return list(
+        Deployment.objects.filter(pk__in=pks, status__in=list(TERMINAL_STATUSES)).values_list(
+            "pk", flat=True
+        )
+    )

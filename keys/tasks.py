@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from deployments.selectors import deployment_get
+from deployments.selectors import deployment_get, deployment_list_ended
 from keys import services
 
 logger = logging.getLogger(__name__)
@@ -48,9 +48,15 @@ def revoke_for_deployment(deployment_id: str) -> None:
 
 @shared_task(name="keys.revoke_for_deployments", **_RETRY)
 def revoke_for_deployments(deployment_ids: list[str]) -> None:
-    """The expiry sweep's batch: every active key of each of these ended deployments."""
-    for deployment_id in deployment_ids:
-        revoke_for_deployment(deployment_id)
+    """The expiry sweep's batch: every active key of those of these deployments that ended."""
+    ended = deployment_list_ended(deployment_ids=deployment_ids)
+    revoked = services.key_revoke_all_for_deployments(
+        deployment_ids=ended,
+        actor="system:revocation",
+        batch_size=settings.BUDDY_REVOKE_BATCH_SIZE,
+    )
+    if revoked:
+        logger.info("revoked %d keys of %d ended deployments", revoked, len(ended))
 
 
 @shared_task(name="keys.reconcile", **_RETRY)

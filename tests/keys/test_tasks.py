@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 from django.utils import timezone
 
 from deployments import services as deployment_services
@@ -14,7 +15,7 @@ from deployments.models import Deployment
 from keys import services
 from keys.models import ApiKey
 from keys.selectors import LookupOutcome, key_lookup
-from keys.tasks import create_default, reconcile, revoke_for_deployment
+from keys.tasks import create_default, reconcile, revoke_for_deployment, revoke_for_deployments
 from tests.celery_worker import Worker, app_broker, broker_idle, worker_env
 from tests.concurrency import run_concurrently
 from tests.factories import DeploymentFactory
@@ -90,10 +91,7 @@ def test_revoking_twice_or_twice_at_once_revokes_each_key_once():
     deployment = DeploymentFactory(ready=True)
     bulk_keys(deployment, 30)
     Deployment.objects.filter(pk=deployment.pk).update(status="failed", ended_at=timezone.now())
-    with_small_batches = {"BUDDY_REVOKE_BATCH_SIZE": 4}
-    from django.test import override_settings
-
-    with override_settings(**with_small_batches):
+    with override_settings(BUDDY_REVOKE_BATCH_SIZE=4):
         results = run_concurrently(
             lambda _: revoke_for_deployment.apply(args=[str(deployment.pk)]), 4
         )
@@ -102,6 +100,29 @@ def test_revoking_twice_or_twice_at_once_revokes_each_key_once():
     assert active_keys(deployment.pk) == 0
     assert deployment.events.filter(kind="key_revoked").count() == 30
     assert set(ApiKey.objects.values_list("revoke_reason", flat=True)) == {"deployment_failed"}
+
+
+@pytest.mark.django_db
+def test_the_sweeps_batch_revocation_gives_each_key_the_reason_of_its_deployments_end():
+    now = timezone.now()
+    stopped = DeploymentFactory(status="stopped", ended_at=now)
+    terminated = DeploymentFactory(status="terminated", ended_at=now)
+    live = DeploymentFactory(ready=True)
+    for deployment in (stopped, terminated, live):
+        bulk_keys(deployment, 3)
+    ids = [str(d.pk) for d in (stopped, terminated, live)] + ["not-a-uuid"]
+    with override_settings(BUDDY_REVOKE_BATCH_SIZE=2):
+        revoke_for_deployments.apply(args=[ids])
+        revoke_for_deployments.apply(args=[ids])  # redelivered: nothing more
+    assert active_keys(live.pk) == 3
+    for deployment, reason in (
+        (stopped, "deployment_stopped"),
+        (terminated, "deployment_terminated"),
+    ):
+        assert set(
+            ApiKey.objects.filter(deployment=deployment).values_list("revoke_reason", flat=True)
+        ) == {reason}
+        assert deployment.events.filter(kind="key_revoked").count() == 3
 
 
 @pytest.mark.django_db
