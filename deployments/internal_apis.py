@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +21,7 @@ class DeploymentStatusCallbackApi(InternalApiView):
 
     permission_classes = [IsProvisioner]
 
+    @extend_schema_serializer(component_name="DeploymentStatusCallback")
     class InputSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=[S.PROVISIONING, S.READY, S.FAILED, S.STOPPED])
         endpoint_url = serializers.CharField(

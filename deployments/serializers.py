@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from deployments.models import Deployment
 
 
+@extend_schema_serializer(component_name="Deployment")
 class DeploymentOutputSerializer(serializers.Serializer):
     """The contract's deployment: `{id, template, model, status, endpoint_url, pack_ends_at,
     created_at, updated_at, ended_at, end_reason, default_key_id}`."""
 
     id = serializers.UUIDField(read_only=True)
-    template = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    template = serializers.CharField(source="template.slug", read_only=True)
     model = serializers.CharField(source="model_id", read_only=True)
     status = serializers.CharField(read_only=True)
     endpoint_url = serializers.SerializerMethodField()
