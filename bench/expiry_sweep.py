@@ -168,7 +168,8 @@ def main() -> None:
         # What the follow-up messages ask the workers for: every key of those revoked.
         ended = list(Deployment.objects.filter(status="terminated").values_list("pk", flat=True))
         start = time.perf_counter()
-        revoke_for_deployments.apply(args=[[str(pk) for pk in ended]])
+        for first in range(0, len(ended), batch):  # one message per sweep batch, as sent
+            revoke_for_deployments.apply(args=[[str(pk) for pk in ended[first : first + batch]]])
         revoke = time.perf_counter() - start
         revoked = ApiKey.objects.filter(deployment_id__in=ended, revoked_at__isnull=False).count()
         assert revoked == args.deployments * args.keys

@@ -224,6 +224,24 @@ def key_revoke_all_for_deployments(
     exactly once and writes each event exactly once. A call cut off mid-way leaves whole batches.
     """
     pks = [pk for pk in (as_uuid(d) for d in deployment_ids) if pk is not None]
+    total = 0
+    # A bounded number of deployments per query keeps each batch's scan small however many came.
+    for start in range(0, len(pks), _REVOKE_DEPLOYMENTS_PER_QUERY):
+        total += _revoke_all_in_chunk(
+            pks[start : start + _REVOKE_DEPLOYMENTS_PER_QUERY],
+            actor=actor,
+            reason=reason,
+            batch_size=batch_size,
+        )
+    return total
+
+
+_REVOKE_DEPLOYMENTS_PER_QUERY = 100
+
+
+def _revoke_all_in_chunk(
+    pks: list[object], *, actor: str, reason: str | None, batch_size: int
+) -> int:
     reason_of = {
         pk: reason or _REVOKE_REASON_OF_STATUS.get(status, RevokeReason.REVOKED_BY_OPERATOR)
         for pk, status in Deployment.objects.filter(pk__in=pks).values_list("pk", "status")
