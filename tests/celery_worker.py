@@ -204,10 +204,12 @@ def celery_worker(
         worker_env(redis_url=settings.REDIS_URL, orchestrator_url=orchestrator.url),
         log_dir / "worker.log",
     )
-    worker.start_and_wait()
-    yield worker
-    worker.stop()
-    purge_broker()
+    try:
+        worker.start_and_wait()
+        yield worker
+    finally:
+        worker.stop()
+        purge_broker()
 
 
 @pytest.fixture
@@ -226,8 +228,10 @@ def celery_beat(
         tmp_path / "beat.log",
     )
     beat.start()
-    yield beat
-    beat.stop()
+    try:
+        yield beat
+    finally:
+        beat.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -47,8 +47,8 @@ def test_with_the_broker_down_a_stop_refuses_keys_at_once_and_the_reconciler_rev
             tmp_path / "private-worker.log",
             concurrency=1,
         )
-        worker.start_and_wait()
         try:
+            worker.start_and_wait()
             with app_broker(broker.url):
                 deployment = DeploymentFactory(ready=True)
                 _key, plaintext = services.key_create(
