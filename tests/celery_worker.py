@@ -229,6 +229,12 @@ def celery_beat(
     )
     beat.start()
     try:
+        wait_until(
+            lambda: "beat: Starting..." in beat.log_tail(200) or not beat.alive(),
+            timeout=60,
+            what="beat to start",
+        )
+        assert beat.alive(), beat.log_tail()
         yield beat
     finally:
         beat.stop()

@@ -186,7 +186,7 @@ def test_a_worker_killed_in_the_middle_of_a_revocation_is_redone_by_the_restarte
     celery_worker,
 ):
     deployment = DeploymentFactory(ready=True)
-    total = 1000  # revoked WORKER_REVOKE_BATCH_SIZE per transaction: seconds of work
+    total = 2000  # revoked WORKER_REVOKE_BATCH_SIZE per transaction: seconds of work
     bulk_keys(deployment, total)
     services.deployment_stop(deployment_id=deployment.pk, actor="user:t")
     wait_until(lambda: active_keys(deployment.pk) < total, timeout=30, interval=0.01,
