@@ -10,7 +10,7 @@ PORT ?= 8000
 export PG_URL ?= postgres://postgres@127.0.0.1:5432/buddy
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint bench services browser clean
+.PHONY: install run test lint bench bench-expiry services browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ browser:
 
 test: install services browser
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+# Deployments per second the expiry sweep terminates, by batch size (database `<PG db>_bench`).
+bench-expiry: install services
+	PG_URL=$(PG_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python bench/expiry_sweep.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

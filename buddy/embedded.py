@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+from django import db
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -23,10 +24,13 @@ def _run_forever() -> None:
         for name, entry in schedule.items():
             if now >= next_run[name]:
                 next_run[name] = now + float(entry["schedule"])
+                db.close_old_connections()
                 try:
                     app.tasks[entry["task"]].apply()
                 except Exception:
                     logger.exception("embedded scheduler: %s failed", name)
+                finally:
+                    db.close_old_connections()
         time.sleep(max(0.05, min(next_run.values()) - time.monotonic()))
 
 

@@ -157,12 +157,23 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env.str("BUDDY_CELERY_QUEUE", default="buddy")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A message not acked within this long is delivered again (Redis transport visibility timeout).
+# A task a worker took but never acknowledged (the worker died) is delivered again this long after
+# it was taken (Redis transport visibility timeout). It must exceed the longest task and the longest
+# retry countdown (120 s), or a task still running or waiting is delivered a second time (harmless,
+# tasks are idempotent, but wasted work).
+BUDDY_TASK_VISIBILITY_TIMEOUT = env.int("BUDDY_TASK_VISIBILITY_TIMEOUT", default=300)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("BUDDY_TASK_VISIBILITY_TIMEOUT", default=300),
+    "visibility_timeout": BUDDY_TASK_VISIBILITY_TIMEOUT,
+    # Look for such messages every tenth of the timeout (1-10 s) rather than kombu's ~100 s.
+    "unacked_restore_interval": max(1, min(10, BUDDY_TASK_VISIBILITY_TIMEOUT // 10)),
+    "unacked_restore_throttle": 1,
+    # The broker's keys live under their own prefix, apart from the lookup cache's.
+    "global_keyprefix": env.str("BUDDY_BROKER_KEY_PREFIX", default="buddy:broker:"),
     "socket_timeout": 5,
     "socket_connect_timeout": 2,
 }
+# With late acks, a task cut off by a lost broker connection is redelivered; do not also finish it.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TIMEZONE = "UTC"
 # The worker logs through LOGGING above (JSON, redacted) instead of installing its own handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -327,6 +338,11 @@ BUDDY_LOCAL_ENDPOINT_URL = env.str(
 BUDDY_EXPIRY_INTERVAL_SECONDS = env.float("BUDDY_EXPIRY_INTERVAL_SECONDS", default=30.0)
 BUDDY_EXPIRY_BATCH_SIZE = env.int("BUDDY_EXPIRY_BATCH_SIZE", default=500)
 BUDDY_RECONCILE_INTERVAL_SECONDS = env.float("BUDDY_RECONCILE_INTERVAL_SECONDS", default=180.0)
+# Deployments the reconciler repairs per kind and run (the next run takes the rest).
+BUDDY_RECONCILE_BATCH_SIZE = env.int("BUDDY_RECONCILE_BATCH_SIZE", default=200)
+# Keys revoked per transaction when a deployment ends (each batch commits on its own, so a worker
+# that dies mid-way leaves whole batches done and the redelivered task does the rest).
+BUDDY_REVOKE_BATCH_SIZE = env.int("BUDDY_REVOKE_BATCH_SIZE", default=500)
 
 CELERY_BEAT_SCHEDULE = {
     "expire-packs": {

@@ -15,6 +15,7 @@ import threading
 from typing import Protocol
 
 import httpx
+from django import db
 from django.conf import settings
 
 from deployments.models import Deployment
@@ -26,15 +27,22 @@ class ProvisionerUnavailable(Exception):
     """A transient failure to reach the provisioner: the task retries with backoff."""
 
 
+class ProvisionerRefused(Exception):
+    """The provisioner answered 4xx: retrying will not help."""
+
+
 class Provisioner(Protocol):
-    def boot(self, deployment: Deployment) -> None: ...
+    def boot(self, deployment: Deployment) -> bool:
+        """Ask for the deployment's instance; False when nobody was asked (`none`)."""
+        ...
 
     def teardown(self, deployment: Deployment) -> None: ...
 
 
 class NoProvisioner:
-    def boot(self, deployment: Deployment) -> None:
+    def boot(self, deployment: Deployment) -> bool:
         logger.info("provisioner=none: not booting deployment %s", deployment.pk)
+        return False
 
     def teardown(self, deployment: Deployment) -> None:
         logger.info("provisioner=none: not tearing down deployment %s", deployment.pk)
@@ -54,9 +62,9 @@ class HttpProvisioner:
             raise ProvisionerUnavailable(f"provisioner answered {response.status_code}")
         if response.status_code >= 400:
             # A 4xx will not get better by retrying: the orchestrator refuses this deployment.
-            raise ValueError(f"provisioner refused with {response.status_code}")
+            raise ProvisionerRefused(f"provisioner refused with {response.status_code}")
 
-    def boot(self, deployment: Deployment) -> None:
+    def boot(self, deployment: Deployment) -> bool:
         self._post(
             self.base_url,
             {
@@ -65,6 +73,7 @@ class HttpProvisioner:
                 "pack_ends_at": deployment.pack_ends_at.isoformat(),
             },
         )
+        return True
 
     def teardown(self, deployment: Deployment) -> None:
         self._post(f"{self.base_url}/stop", {"deployment_id": str(deployment.pk)})
@@ -73,20 +82,30 @@ class HttpProvisioner:
 class LocalProvisioner:
     """Simulates an instance; the boot itself is the `deployments.local_boot` task."""
 
-    def boot(self, deployment: Deployment) -> None:
+    def boot(self, deployment: Deployment) -> bool:
         from deployments.tasks import local_boot
 
         delay = settings.BUDDY_LOCAL_BOOT_SECONDS
         if settings.CELERY_TASK_ALWAYS_EAGER:
             # Embedded default: no worker to honour a countdown, so a timer thread waits instead.
-            timer = threading.Timer(delay, local_boot.delay, args=[str(deployment.pk)])
+            timer = threading.Timer(delay, _boot_in_thread, args=[str(deployment.pk)])
             timer.daemon = True
             timer.start()
         else:
             local_boot.apply_async(args=[str(deployment.pk)], countdown=delay)
+        return True
 
     def teardown(self, deployment: Deployment) -> None:
         logger.info("provisioner=local: deployment %s torn down", deployment.pk)
+
+
+def _boot_in_thread(deployment_id: str) -> None:
+    from deployments.tasks import local_boot
+
+    try:
+        local_boot.delay(deployment_id)
+    finally:
+        db.connection.close()  # this thread's own connection
 
 
 def get_provisioner() -> Provisioner:

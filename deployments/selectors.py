@@ -4,7 +4,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 
 from buddy.errors import NotFound
 from buddy.ids import as_uuid
-from deployments.models import Deployment, DeploymentEvent, Template
+from deployments.models import TERMINAL_STATUSES, Deployment, DeploymentEvent, Template
 
 
 def template_list_active() -> QuerySet[Template]:
@@ -58,3 +58,13 @@ def deployment_default_key_id(*, deployment: Deployment) -> object | None:
     if hasattr(deployment, "default_key_id"):
         return deployment.default_key_id
     return deployment.keys.filter(is_default=True).values_list("pk", flat=True).first()
+
+
+def deployment_list_ended(*, deployment_ids: list[object]) -> list[object]:
+    """Those of these deployments that are in a terminal status (malformed ids are skipped)."""
+    pks = [pk for pk in (as_uuid(d) for d in deployment_ids) if pk is not None]
+    return list(
+        Deployment.objects.filter(pk__in=pks, status__in=list(TERMINAL_STATUSES)).values_list(
+            "pk", flat=True
+        )
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from buddy.api import BlankAsNullCharField, StrictCharField, StrictIntegerField
@@ -34,6 +34,7 @@ class DeploymentFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=DeploymentStatus.choices, required=False)
 
 
+@extend_schema_serializer(component_name="Deployment")
 class DeploymentOutputSerializer(serializers.Serializer):
     """The contract's deployment. Also the answer of the provisioner's status callback."""
 

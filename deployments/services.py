@@ -281,10 +281,12 @@ def deployment_apply_provisioner_status(
             if status == S.FAILED:
                 return deployment_fail(deployment_id=deployment.pk, actor=actor, reason=reason)
             if status == S.STOPPED:
-                return deployment_stop(
+                return _transition(
                     deployment_id=deployment.pk,
+                    target=S.STOPPED,
                     actor=actor,
                     end_reason=EndReason.STOPPED_BY_PROVISIONER,
+                    detail={"reason": reason[:500]} if reason else None,
                 )
             raise InvalidTransition(f"The provisioner cannot report {status}.")
         if status == S.READY and endpoint_url != deployment.endpoint_url:
@@ -304,27 +306,43 @@ def deployment_apply_provisioner_status(
 def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[object]:
     """Terminate up to `limit` live deployments whose pack has ended; return their ids.
 
-    Candidates are claimed with `SKIP LOCKED`, so two sweeps running at once share the work
-    instead of waiting on each other, and each one still goes through `_transition`.
+    Set-based, because a sweep may meet thousands at once: candidates are claimed with
+    `FOR UPDATE SKIP LOCKED` through the partial index on live packs (two sweeps at once share
+    the work instead of waiting on each other), then one UPDATE, one multi-row INSERT of their
+    events, and the same follow-ups as any other end (tombstones now; revocation and teardown
+    once this transaction commits, one message each for the whole batch).
     """
     now = now or timezone.now()
-    done: list[object] = []
     with transaction.atomic():
-        ids = list(
+        claimed = list(
             Deployment.objects.select_for_update(skip_locked=True)
             .filter(status__in=EXTENDABLE_STATUSES, pack_ends_at__lte=now)
             .order_by("pack_ends_at")
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "status")[:limit]
         )
-        for deployment_id in ids:
-            _transition(
-                deployment_id=deployment_id,
-                target=S.TERMINATED,
+        if not claimed:
+            return []
+        # Locked and filtered on a live status, so every move is live -> terminated (allowed).
+        assert all(is_transition_allowed(status, S.TERMINATED) for _, status in claimed)
+        ids = [pk for pk, _ in claimed]
+        ended_at = timezone.now()
+        Deployment.objects.filter(pk__in=ids).update(
+            status=S.TERMINATED,
+            ended_at=ended_at,
+            end_reason=EndReason.PACK_EXPIRED,
+            updated_at=ended_at,
+        )
+        DeploymentEvent.objects.bulk_create(
+            DeploymentEvent(
+                deployment_id=pk,
+                kind=EventKind.TERMINATED,
                 actor="system:pack-expiry",
-                end_reason=EndReason.PACK_EXPIRED,
+                detail={"from": status, "end_reason": EndReason.PACK_EXPIRED},
             )
-            done.append(deployment_id)
-    return done
+            for pk, status in claimed
+        )
+        followups.after_expired(ids)
+    return ids
 
 
 # --- operators (the admin) ----------------------------------------------------------------------

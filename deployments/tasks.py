@@ -1,4 +1,9 @@
-"""Celery tasks of deployments: thin, idempotent, taking ids; the services hold the rules."""
+"""Celery tasks of deployments: thin, idempotent, taking ids; the services hold the rules.
+
+Every task is acknowledged late (after it ran) and retries transient database errors with
+exponential backoff, so a worker that dies mid-task, or a database that blinks, costs a re-run,
+never the work. Retry countdowns stay under the broker's visibility timeout (see settings).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ from django.db import InterfaceError, OperationalError
 
 from buddy.errors import DomainError
 from deployments import selectors, services
-from deployments.provisioners import ProvisionerUnavailable, get_provisioner
+from deployments.models import DeploymentStatus
+from deployments.provisioners import ProvisionerRefused, ProvisionerUnavailable, get_provisioner
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+RETRY_BACKOFF_MAX = 120
 
 
 @shared_task(
@@ -26,24 +33,33 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
     ignore_result=True,
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
-    retry_backoff_max=60,
+    retry_backoff_max=RETRY_BACKOFF_MAX,
+    retry_jitter=True,
     max_retries=10,
 )
 def provision(self, deployment_id: str) -> None:
-    """Ask the provisioner to boot a pending deployment; give up into `failed` after retries."""
+    """Ask the provisioner to boot a pending deployment; give up into `failed` after retries.
+
+    Redelivered after a crash between the boot request and the status change, it asks again: the
+    orchestrator receives the deployment id and must treat a repeated boot as the same instance.
+    """
     deployment = selectors.deployment_get(deployment_id=deployment_id)
-    if deployment is None or deployment.status != "pending":
+    if deployment is None or deployment.status != DeploymentStatus.PENDING:
         return
     try:
-        get_provisioner().boot(deployment)
+        asked = get_provisioner().boot(deployment)
     except ProvisionerUnavailable as exc:
-        if self.request.retries >= settings.BUDDY_PROVISIONER_MAX_RETRIES:
+        retries = settings.BUDDY_PROVISIONER_MAX_RETRIES
+        if self.request.retries >= retries:
             logger.warning("provisioner unreachable for %s after retries: %s", deployment_id, exc)
-            _fail_quietly(deployment_id, f"provisioner unreachable: {exc}")
+            _fail_quietly(deployment_id, f"provisioner unreachable after {retries} retries: {exc}")
             return
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
-    except ValueError as exc:
+        countdown = min(2**self.request.retries, RETRY_BACKOFF_MAX)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=retries) from exc
+    except ProvisionerRefused as exc:
         _fail_quietly(deployment_id, str(exc))
+        return
+    if not asked:  # `none`: only the callbacks move the deployment
         return
     services.deployment_begin_provisioning(deployment_id=deployment_id, actor="system:provisioner")
 
@@ -62,17 +78,23 @@ def _fail_quietly(deployment_id: str, reason: str) -> None:
     ignore_result=True,
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX,
     max_retries=10,
 )
 def local_boot(deployment_id: str) -> None:
     """The `local` provisioner's instance has booted: report it ready, as a real one would."""
     deployment = selectors.deployment_get(deployment_id=deployment_id)
-    if deployment is None or deployment.status not in {"pending", "provisioning"}:
+    if deployment is None or deployment.status not in {
+        DeploymentStatus.PENDING,
+        DeploymentStatus.PROVISIONING,
+    }:
         return
     with contextlib.suppress(DomainError):  # stopped meanwhile
-        services.deployment_mark_ready(
+        services.deployment_apply_provisioner_status(
             deployment_id=deployment_id,
+            status=DeploymentStatus.READY,
             endpoint_url=settings.BUDDY_LOCAL_ENDPOINT_URL,
+            reason="",
             actor="system:local-provisioner",
         )
 
@@ -84,14 +106,43 @@ def local_boot(deployment_id: str) -> None:
     ignore_result=True,
     autoretry_for=(*TRANSIENT_ERRORS, ProvisionerUnavailable),
     retry_backoff=True,
-    retry_backoff_max=300,
+    retry_backoff_max=RETRY_BACKOFF_MAX,
+    retry_jitter=True,
     max_retries=12,
 )
 def teardown(self, deployment_id: str) -> None:
+    """Tell the provisioner to tear an ended deployment's instance down (it may be asked twice)."""
     deployment = selectors.deployment_get(deployment_id=deployment_id)
     if deployment is None or not deployment.is_terminal:
         return
-    get_provisioner().teardown(deployment)
+    try:
+        get_provisioner().teardown(deployment)
+    except ProvisionerRefused as exc:
+        logger.warning("provisioner refused to tear down %s: %s", deployment_id, exc)
+
+
+@shared_task(
+    name="deployments.teardown_many",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX,
+    max_retries=10,
+)
+def teardown_many(deployment_ids: list[str]) -> None:
+    """The sweep's batch: one request per deployment; one that fails retries on its own."""
+    provisioner = get_provisioner()
+    for deployment_id in deployment_ids:
+        deployment = selectors.deployment_get(deployment_id=deployment_id)
+        if deployment is None or not deployment.is_terminal:
+            continue
+        try:
+            provisioner.teardown(deployment)
+        except ProvisionerUnavailable:
+            teardown.delay(deployment_id)
+        except ProvisionerRefused as exc:
+            logger.warning("provisioner refused to tear down %s: %s", deployment_id, exc)
 
 
 @shared_task(
@@ -103,7 +154,10 @@ def teardown(self, deployment_id: str) -> None:
     max_retries=3,
 )
 def expire_packs() -> int:
-    """Terminate every live deployment whose pack has ended, in bounded batches."""
+    """Terminate every live deployment whose pack has ended, in bounded batches.
+
+    Runs at most one interval, so sweeps do not pile up; what is left is the next sweep's.
+    """
     batch = settings.BUDDY_EXPIRY_BATCH_SIZE
     deadline = time.monotonic() + settings.BUDDY_EXPIRY_INTERVAL_SECONDS
     total = 0

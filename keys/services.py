@@ -24,7 +24,7 @@ from buddy.errors import (
     ValidationFailed,
 )
 from buddy.ids import as_uuid
-from deployments.models import Deployment, DeploymentStatus, EventKind
+from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, EventKind
 from deployments.services import event_record
 from keys import hashing, lookup_cache, sealing, tokens
 from keys.models import ApiKey, RevokeReason, ServiceRole, ServiceToken
@@ -123,7 +123,7 @@ def key_create_default(*, deployment_id: object) -> ApiKey | None:
         existing = ApiKey.objects.filter(deployment=deployment, is_default=True).first()
         if existing is not None:
             return existing
-        if deployment.status != DeploymentStatus.READY:
+        if deployment.status != DeploymentStatus.READY or deployment.pack_ends_at <= timezone.now():
             return None
         try:
             with transaction.atomic():
@@ -207,43 +207,82 @@ def key_revoke(
 def key_revoke_all_for_deployment(
     *, deployment_id: object, actor: str, reason: str | None = None, batch_size: int = 500
 ) -> int:
-    """Revoke every active key of a deployment; returns how many this call revoked.
-
-    Claims keys with a conditional UPDATE (`revoked_at IS NULL`), so running it twice, or twice at
-    once, revokes each key exactly once and writes each event exactly once.
-    """
-    pk = as_uuid(deployment_id)
-    deployment = None if pk is None else Deployment.objects.filter(pk=pk).first()
-    if deployment is None:
-        return 0
-    reason = reason or _REVOKE_REASON_OF_STATUS.get(
-        deployment.status, RevokeReason.REVOKED_BY_OPERATOR
+    """Revoke every active key of a deployment; returns how many this call revoked."""
+    return key_revoke_all_for_deployments(
+        deployment_ids=[deployment_id], actor=actor, reason=reason, batch_size=batch_size
     )
+
+
+def key_revoke_all_for_deployments(
+    *, deployment_ids: list[object], actor: str, reason: str | None = None, batch_size: int = 500
+) -> int:
+    """Revoke every active key of these deployments, `batch_size` keys per transaction; returns
+    how many this call revoked. The reason is the given one, or the one of each deployment's end.
+
+    Keys are locked (`FOR UPDATE`, in key order, so concurrent calls never deadlock) and
+    re-checked active under the lock, so running it twice, or twice at once, revokes each key
+    exactly once and writes each event exactly once. A call cut off mid-way leaves whole batches.
+    """
+    pks = [pk for pk in (as_uuid(d) for d in deployment_ids) if pk is not None]
     total = 0
-    while True:
+    # A bounded number of deployments per query keeps each batch's scan small however many came.
+    for start in range(0, len(pks), _REVOKE_DEPLOYMENTS_PER_QUERY):
+        total += _revoke_all_in_chunk(
+            pks[start : start + _REVOKE_DEPLOYMENTS_PER_QUERY],
+            actor=actor,
+            reason=reason,
+            batch_size=batch_size,
+        )
+    return total
+
+
+_REVOKE_DEPLOYMENTS_PER_QUERY = 100
+
+
+def _revoke_all_in_chunk(
+    pks: list[object], *, actor: str, reason: str | None, batch_size: int
+) -> int:
+    reason_of = {
+        pk: reason or _REVOKE_REASON_OF_STATUS.get(status, RevokeReason.REVOKED_BY_OPERATOR)
+        for pk, status in Deployment.objects.filter(pk__in=pks).values_list("pk", "status")
+    }
+    total = 0
+    while reason_of:
         with transaction.atomic():
             batch = list(
                 ApiKey.objects.select_for_update()
-                .filter(deployment_id=deployment.pk, revoked_at__isnull=True)
+                .filter(deployment_id__in=list(reason_of), revoked_at__isnull=True)
                 .order_by("pk")
-                .values_list("pk", "public_id")[:batch_size]
+                .values_list("pk", "public_id", "deployment_id")[:batch_size]
             )
             if not batch:
-                return total
-            for _pk, public_id in batch:
+                break
+            for _pk, public_id, _deployment_id in batch:
                 lookup_cache.tombstone_key(public_id)
             now = timezone.now()
-            claimed = ApiKey.objects.filter(
-                pk__in=[pk for pk, _ in batch], revoked_at__isnull=True
-            ).update(revoked_at=now, revoke_reason=reason, sealed_secret=None)
-            for pk, public_id in batch:
-                event_record(
-                    deployment=deployment,
+            by_reason: dict[str, list[object]] = {}
+            for pk, _public_id, deployment_pk in batch:
+                by_reason.setdefault(reason_of[deployment_pk], []).append(pk)
+            for key_reason, key_pks in by_reason.items():
+                ApiKey.objects.filter(pk__in=key_pks).update(
+                    revoked_at=now, revoke_reason=key_reason, sealed_secret=None
+                )
+            # The rows are locked and were selected active, so each is claimed here, once.
+            DeploymentEvent.objects.bulk_create(
+                DeploymentEvent(
+                    deployment_id=deployment_pk,
                     kind=EventKind.KEY_REVOKED,
                     actor=actor,
-                    detail={"key_id": str(pk), "public_id": public_id, "reason": reason},
+                    detail={
+                        "key_id": str(pk),
+                        "public_id": public_id,
+                        "reason": reason_of[deployment_pk],
+                    },
                 )
-            total += claimed
+                for pk, public_id, deployment_pk in batch
+            )
+            total += len(batch)
+    return total
 
 
 def key_wipe_expired_secrets(*, now: datetime | None = None) -> int:
@@ -287,7 +326,7 @@ def key_reconcile(*, batch_size: int = 200) -> dict[str, int]:
     from deployments.models import TERMINAL_STATUSES
 
     missing_default = list(
-        Deployment.objects.filter(status=DeploymentStatus.READY)
+        Deployment.objects.filter(status=DeploymentStatus.READY, pack_ends_at__gt=timezone.now())
         .exclude(keys__is_default=True)
         .values_list("pk", flat=True)[:batch_size]
     )
@@ -299,9 +338,10 @@ def key_reconcile(*, batch_size: int = 200) -> dict[str, int]:
         .values_list("deployment_id", flat=True)
         .distinct()[:batch_size]
     )
-    revoked = sum(
-        key_revoke_all_for_deployment(deployment_id=pk, actor="system:reconciler")
-        for pk in ended_with_active_keys
+    revoked = key_revoke_all_for_deployments(
+        deployment_ids=ended_with_active_keys,
+        actor="system:reconciler",
+        batch_size=settings.BUDDY_REVOKE_BATCH_SIZE,
     )
     return {
         "default_keys_created": created,

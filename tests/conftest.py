@@ -10,6 +10,14 @@ import pytest
 import redis
 from django.conf import settings
 
+# Real Celery worker / beat processes for the tests marked `celery_worker`: tests/celery_worker.py.
+from tests.celery_worker import (  # noqa: F401
+    _celery_worker_marker,
+    celery_beat,
+    celery_worker,
+    orchestrator,
+    pytest_collection_modifyitems,
+)
 from tests.factories import DeploymentFactory, TemplateFactory, UserFactory
 
 
@@ -29,9 +37,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
-    """Each test starts with an empty Redis database (the test one, never db 0)."""
+    """Each test starts with an empty Redis database (the test one, never db 0), except for the
+    broker's keys: the session's Celery worker consumes from this database too."""
     r = redis.Redis.from_url(settings.REDIS_URL)
-    r.flushdb()
+    keep = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"].encode()
+    stale = [name for name in r.scan_iter(count=1000) if not name.startswith(keep)]
+    for start in range(0, len(stale), 500):
+        r.delete(*stale[start : start + 500])
     from keys import lookup_cache
 
     lookup_cache.client.cache_clear()
