@@ -1,5 +1,9 @@
 """`/internal/v1/`: machine clients (the proxy, the provisioner), by service token."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from keys.internal_apis import AuthLookupApi
+
+urlpatterns: list = [
+    path("auth/lookup", AuthLookupApi.as_view(), name="internal-auth-lookup"),
+]
