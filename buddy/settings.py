@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "buddy.middleware.JsonErrorsMiddleware",
+    # Answers the proxy's hot path before the browser-oriented middleware below (keys.middleware).
+    "keys.middleware.ProxyLookupShortcutMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -75,11 +75,16 @@ class AuthLookupApi(APIView):
         return lookup(request)
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.method != "POST":
-            response = error_response(405, "method_not_allowed", "Method not allowed.")
-            response["Allow"] = "POST"
-            return response
-        return lookup(request)
+        return dispatch_lookup(request)
+
+
+def dispatch_lookup(request: HttpRequest) -> HttpResponse:
+    """The endpoint, method check included (also reached from `keys.middleware`)."""
+    if request.method != "POST":
+        response = error_response(405, "method_not_allowed", "Method not allowed.")
+        response["Allow"] = "POST"
+        return response
+    return lookup(request)
 
 
 def lookup(request: HttpRequest) -> HttpResponse:
@@ -98,8 +103,14 @@ def lookup(request: HttpRequest) -> HttpResponse:
         result = selectors.key_lookup(
             authorization=body.get("authorization"), model=body.get("model")
         )
-    response = JsonResponse(result.body(), status=result.outcome.status)
+    response = HttpResponse(
+        json.dumps(result.body()), status=result.outcome.status, content_type="application/json"
+    )
     response["Cache-Control"] = _NO_STORE
     if result.retry_after:
         response["Retry-After"] = str(result.retry_after)
+    # A refused key is this endpoint's ordinary business, not a server event: Django's
+    # "Unauthorized: /internal/v1/auth/lookup" warning on every refusal would only cost CPU and
+    # log volume on the hot path.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response

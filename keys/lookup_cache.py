@@ -52,8 +52,10 @@ failure counters then live in the process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -61,6 +63,8 @@ from datetime import UTC, datetime
 from functools import cache
 
 import redis
+import redis.connection
+import redis.exceptions
 from django.conf import settings
 from django.db import transaction
 
@@ -268,16 +272,53 @@ def _scripts(r: redis.Redis) -> tuple[object, object, object]:
     return r.register_script(_READ), r.register_script(_FILL), r.register_script(_GUARDS)
 
 
+_READ_SHA = hashlib.sha1(_READ.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+
+class _HotConnection(threading.local):
+    """One Redis connection per thread for the hit path, used without the pool's and the
+    command layer's bookkeeping (which cost more CPU than the round trip itself)."""
+
+    conn: redis.connection.AbstractConnection | None = None
+    owner: redis.Redis | None = None
+    pid: int = 0
+
+    def get(self, r: redis.Redis) -> redis.connection.AbstractConnection:
+        if self.conn is None or self.owner is not r or self.pid != _getpid():
+            pool = r.connection_pool
+            self.conn = pool.connection_class(**pool.connection_kwargs)
+            self.owner, self.pid = r, _getpid()
+        return self.conn
+
+    def evalsha(self, r: redis.Redis, keys: list[str], args: list[str]) -> object:
+        conn = self.get(r)
+        try:
+            try:
+                conn.send_command("EVALSHA", _READ_SHA, len(keys), *keys, *args)
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                conn.send_command("SCRIPT", "LOAD", _READ)
+                conn.read_response()
+                conn.send_command("EVALSHA", _READ_SHA, len(keys), *keys, *args)
+                return conn.read_response()
+        except redis.RedisError:
+            conn.disconnect()
+            raise
+
+
+_hot = _HotConnection()
+
+
 def read(public_id: str) -> CachedRead | None:
     """The entry of a key and its guards, in one round trip; None if Redis cannot answer."""
     r = breaker.available()
     if r is None:
         return None
     try:
-        raw, key_tomb, dep_tomb, gen = _scripts(r)[0](
-            keys=[entry_name(public_id), key_tombstone(public_id)], args=[PREFIX]
+        raw, key_tomb, dep_tomb, gen = _hot.evalsha(  # type: ignore[misc]
+            r, [entry_name(public_id), key_tombstone(public_id)], [PREFIX]
         )
-    except redis.RedisError as exc:
+    except (redis.RedisError, OSError) as exc:
         breaker.trip(exc)
         return None
     entry = Entry.decode(raw) if raw is not None else None
@@ -459,8 +500,6 @@ class _UsageRecorder:
 
 
 def _getpid() -> int:
-    import os
-
     return os.getpid()
 
 
