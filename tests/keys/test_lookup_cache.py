@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from deployments.models import Deployment
 from keys import hashing, lookup_cache, selectors, services, tasks, tokens
 from keys.models import ApiKey
 from keys.selectors import LookupOutcome, key_lookup
+from tests.keys.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 O = LookupOutcome
@@ -394,16 +394,10 @@ def test_a_revoked_service_token_stops_working_within_its_cache_ttl(live_key):
 # --- without Redis --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def private_redis() -> Iterator[tuple[str, subprocess.Popen]]:
     """A redis-server of this test's own (the shared one is never stopped)."""
-    port = _free_port()
+    port = free_port()
     binary = shutil.which("redis-server")
     assert binary, "redis-server is needed (make test installs the services)"
     proc = subprocess.Popen(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-import socket
 import subprocess
 import sys
 import time
@@ -28,17 +27,12 @@ from deployments.services import deployment_stop
 from keys import services
 from tests.factories import DeploymentFactory
 from tests.keys.lookup_hammer import hammer
+from tests.keys.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
 REVOKES = 200
 STOPS = 100
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _database_url() -> str:
@@ -52,7 +46,7 @@ def _database_url() -> str:
 @pytest.fixture
 def live_server_url(transactional_db) -> Iterator[str]:
     """gunicorn as deployed (several sync workers) on the test database and Redis."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
