@@ -285,6 +285,8 @@ class _HotConnection(threading.local):
 
     def get(self, r: redis.Redis) -> redis.connection.AbstractConnection:
         if self.conn is None or self.owner is not r or self.pid != _getpid():
+            if self.conn is not None and self.pid == _getpid():
+                self.conn.disconnect()  # the client was replaced (settings changed)
             pool = r.connection_pool
             self.conn = pool.connection_class(**pool.connection_kwargs)
             self.owner, self.pid = r, _getpid()
