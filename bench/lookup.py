@@ -39,11 +39,12 @@ DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/buddy_bench"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
-WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
+# gunicorn's own advice: (2 x cores) + 1 sync workers.
+WORKERS = int(os.environ.get("BENCH_WORKERS", str(2 * (os.cpu_count() or 2) + 1)))
 DEPLOYMENTS = int(os.environ.get("BENCH_DEPLOYMENTS", "200"))
 KEYS_PER_DEPLOYMENT = int(os.environ.get("BENCH_KEYS_PER_DEPLOYMENT", "10"))
 DURATION = int(os.environ.get("BENCH_DURATION", "6"))
-PAIRS = int(os.environ.get("BENCH_PAIRS", "5"))
+PAIRS = int(os.environ.get("BENCH_PAIRS", "7"))
 # A range of ports the server may use ("18500-18599"); without it the OS picks a free one.
 PORT_RANGE = os.environ.get("BENCH_PORT_RANGE") or os.environ.get("BUDDY_PORT_RANGE", "")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
@@ -239,13 +240,28 @@ def run_wrk(url: str, script: str | None, env: dict[str, str]) -> dict[str, floa
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
+        "requests": requests,
         "rps": rps,
         "p50": p50,
         "p99": p99,
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
         "socket_errors": errors.group(0) if errors else "",  # type: ignore[dict-item]
     }
+
+
+def server_cpu_seconds(server: subprocess.Popen) -> float:
+    """CPU time (user + system) the gunicorn workers have used so far."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    ticks = 0
+    for pid in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def prober(port: int, token: str, commands, events) -> None:  # type: ignore[no-untyped-def]
@@ -381,8 +397,14 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {"healthz": [], "lookup": []}
         print(f"bench: {PAIRS} interleaved pairs of {DURATION} s wrk runs")
         for _ in range(PAIRS):  # interleaved, so that both see the same machine
-            runs["healthz"].append(run_wrk(base, scripts["healthz"], env))
-            runs["lookup"].append(run_wrk(base, scripts["lookup"], env))
+            for name in ("healthz", "lookup"):
+                cpu_before = server_cpu_seconds(server)
+                run = run_wrk(base, scripts[name], env)
+                # CPU the workers spent per request: unlike req/s, hardly moved by whatever else
+                # the machine is running at the same time.
+                run["cpu_us"] = (server_cpu_seconds(server) - cpu_before) / run["requests"]
+                run["cpu_us"] *= 1e6
+                runs[name].append(run)
         for path in scripts.values():
             os.unlink(path)
 
