@@ -432,6 +432,12 @@ def main() -> None:
     print(f"{'cached lookup':22}{l_rps:10.0f}{l_p50:10.2f}{l_p99:10.2f}{l_bad:10.0f}")
     for name in ("healthz", "lookup"):
         print(f"  {name} runs (req/s): " + ", ".join(f"{run['rps']:.0f}" for run in runs[name]))
+    h_cpu = statistics.median(run["cpu_us"] for run in runs["healthz"])
+    l_cpu = statistics.median(run["cpu_us"] for run in runs["lookup"])
+    print(
+        f"gunicorn worker CPU per request (median): healthz {h_cpu:.0f} us, cached lookup "
+        f"{l_cpu:.0f} us -> capacity ratio {h_cpu / l_cpu:.2f} (Redis' own CPU not included)"
+    )
     pair_ratios = [
         lookup["rps"] / healthz["rps"]
         for healthz, lookup in zip(runs["healthz"], runs["lookup"], strict=True)

@@ -428,7 +428,8 @@ def failure_record(public_id: str) -> None:
     r = breaker.available()
     if r is not None:
         try:
-            with r.pipeline(transaction=False) as pipe:
+            # MULTI/EXEC: a counter never exists without its expiry (no lockout for good).
+            with r.pipeline(transaction=True) as pipe:
                 pipe.incr(failure_counter(public_id))
                 pipe.expire(failure_counter(public_id), window, nx=True)
                 pipe.execute()
