@@ -28,9 +28,13 @@ _NO_STORE = "no-store"
 
 
 def _forbidden() -> JsonResponse:
-    return error_response(
+    response = error_response(
         403, "service_auth_failed", "A valid service token of the right role is required."
     )
+    # Not one warning line per refused request: a caller hammering with a wrong token would
+    # otherwise turn each cheap refusal into log volume and CPU.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 class AuthLookupApi(APIView):
