@@ -48,5 +48,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The proxy lookup benchmark (not a test): gunicorn on PostgreSQL `buddy_bench` and Redis db 12,
+# load from wrk (Debian's package, installed when missing). See bench/lookup.py.
+bench: install services
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python bench/lookup.py
+
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache

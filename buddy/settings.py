@@ -71,6 +71,8 @@ MIDDLEWARE = [
     # First, so that every log line of the request (errors included) carries its id.
     "buddy.request_id.RequestIdMiddleware",
     "buddy.middleware.JsonErrorsMiddleware",
+    # Answers the proxy's hot path before the browser-oriented middleware below (keys.middleware).
+    "keys.middleware.ProxyLookupShortcutMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from gunicorn (collected into STATIC_ROOT in the image).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -230,6 +232,31 @@ BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS = env.float(
     "BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS", default=600.0
 )
 BUDDY_LOCAL_MODEL_ENABLED = _bool("BUDDY_LOCAL_MODEL_ENABLED", BUDDY_PROVISIONER == "local")
+# --- the proxy lookup (keys.selectors.key_lookup, keys.lookup_cache) -----------------------------
+# How long a verified lookup stays in Redis; must stay below the tombstones' 24 h.
+BUDDY_LOOKUP_CACHE_TTL_SECONDS = env.int("BUDDY_LOOKUP_CACHE_TTL_SECONDS", default=300)
+if not 0 < BUDDY_LOOKUP_CACHE_TTL_SECONDS < 24 * 3600:
+    raise ImproperlyConfigured("BUDDY_LOOKUP_CACHE_TTL_SECONDS must be between 1 and 86399")
+# Failed verifications of one public id within the window before lookups answer 429.
+BUDDY_LOOKUP_FAILURE_LIMIT = env.int("BUDDY_LOOKUP_FAILURE_LIMIT", default=10)
+BUDDY_LOOKUP_FAILURE_WINDOW_SECONDS = env.int("BUDDY_LOOKUP_FAILURE_WINDOW_SECONDS", default=60)
+# argon2 verifications running at once in one web process, and how long a lookup waits for one.
+BUDDY_LOOKUP_MAX_CONCURRENT_VERIFICATIONS = env.int(
+    "BUDDY_LOOKUP_MAX_CONCURRENT_VERIFICATIONS", default=2
+)
+BUDDY_LOOKUP_VERIFY_WAIT_SECONDS = env.float("BUDDY_LOOKUP_VERIFY_WAIT_SECONDS", default=2.0)
+# How long a web process trusts a service token it has verified (a revoked one stops within it).
+BUDDY_LOOKUP_SERVICE_TOKEN_CACHE_SECONDS = env.float(
+    "BUDDY_LOOKUP_SERVICE_TOKEN_CACHE_SECONDS", default=10.0
+)
+# Last use of keys: each web process hands it on every few seconds (to Redis, or without Redis
+# to the database), and beat writes Redis' batch to the database every interval.
+BUDDY_LOOKUP_LAST_USED_LOCAL_FLUSH_SECONDS = env.float(
+    "BUDDY_LOOKUP_LAST_USED_LOCAL_FLUSH_SECONDS", default=10.0
+)
+BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS = env.float(
+    "BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS", default=30.0
+)
 
 # --- Django REST framework --------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -354,6 +381,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.reconcile",
         "schedule": BUDDY_RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": BUDDY_RECONCILE_INTERVAL_SECONDS},
+    },
+    "flush-last-used": {
+        "task": "keys.flush_last_used",
+        "schedule": BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS,
+        "options": {"expires": BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS},
     },
 }
 # Without Redis there is no beat process: the web process runs the same schedule in a thread.

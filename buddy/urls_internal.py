@@ -3,8 +3,10 @@
 from django.urls import path
 
 from deployments.internal_apis import DeploymentStatusCallbackApi
+from keys.internal_apis import AuthLookupApi
 
 urlpatterns: list = [
+    path("auth/lookup", AuthLookupApi.as_view(), name="internal-auth-lookup"),
     path(
         "deployments/<str:deployment_id>/status",
         DeploymentStatusCallbackApi.as_view(),

@@ -348,3 +348,19 @@ def key_reconcile(*, batch_size: int = 200) -> dict[str, int]:
         "keys_revoked": revoked,
         "secrets_wiped": key_wipe_expired_secrets(),
     }
+
+
+def key_touch_last_used(*, used: dict[str, datetime]) -> int:
+    """Record when keys were last used (public id -> time), never moving a time backwards.
+
+    Called in batches (beat's flush of what lookups recorded), not once per lookup.
+    """
+    from django.db.models import Q
+
+    written = 0
+    with transaction.atomic():
+        for public_id, at in sorted(used.items()):
+            written += ApiKey.objects.filter(
+                Q(last_used_at__isnull=True) | Q(last_used_at__lt=at), public_id=public_id
+            ).update(last_used_at=at)
+    return written

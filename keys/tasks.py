@@ -66,3 +66,23 @@ def reconcile() -> dict[str, int]:
     if any(done.values()):
         logger.info("reconciled: %s", done)
     return done
+
+
+@shared_task(name="keys.flush_last_used", **_RETRY)
+def flush_last_used() -> int:
+    """Write the last use of keys that lookups recorded in Redis to the database (batched)."""
+    from keys import lookup_cache
+
+    written = 0
+    for _batch in range(20):
+        used = lookup_cache.used_take()
+        if not used:
+            break
+        try:
+            written += services.key_touch_last_used(used=used)
+        except Exception:
+            lookup_cache.used_restore(used)
+            raise
+    # Without Redis, the web processes write it themselves; this flushes this process' own.
+    written += lookup_cache.usage.flush() if lookup_cache.client() is None else 0
+    return written

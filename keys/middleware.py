@@ -1,0 +1,30 @@
+"""The proxy lookup's short way through the middleware stack.
+
+`POST /internal/v1/auth/lookup` is served thousands of times a second to one machine client that
+authenticates by service token: the browser-oriented middleware after this one (sessions, CSRF,
+users, messages, clickjacking headers, URL resolution) has nothing to do for it, yet costs about as
+much CPU as the lookup itself. This middleware answers that one path directly with the same view
+the URL route serves (`keys.internal_apis.AuthLookupApi`), so both give identical answers; every
+middleware placed before it (error shaping, request ids, metrics) still runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from keys import internal_apis
+
+LOOKUP_PATH = "/internal/v1/auth/lookup"
+
+
+class ProxyLookupShortcutMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info == LOOKUP_PATH:
+            request.get_host()  # ALLOWED_HOSTS is still enforced (CommonMiddleware would)
+            return internal_apis.dispatch_lookup(request)
+        return self.get_response(request)
