@@ -4,8 +4,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 from buddy.http_errors import error_response
 
@@ -82,3 +83,32 @@ class JsonErrorsMiddleware:
             return error_response(404, "not_found", "Not found.")
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "server_error", "Internal server error.")
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """whitenoise's middleware (the admin's CSS and JS from gunicorn or uvicorn), usable in async
+    mode too: whitenoise's own is sync-only, and under ASGI it would make every request (the
+    gateway's long waits included) hold a thread. Only a static file is served from a thread."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any], *args: Any, **kwargs: Any):
+        super().__init__(get_response, *args, **kwargs)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        return super().__call__(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        if self.autorefresh:
+            static_file = await sync_to_async(self.find_file)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return await sync_to_async(self.serve)(static_file, request)
+        return await self.get_response(request)

@@ -12,8 +12,10 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 HEADER = "X-Request-ID"
@@ -40,33 +42,60 @@ def request_id_from(candidate: object) -> str:
 
 
 class RequestIdMiddleware:
-    """Binds the request id for the request's duration and writes one access line per request."""
+    """Binds the request id for the request's duration and writes one access line per request.
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    Sync and async: under ASGI a sync-only middleware would make every request, the gateway's
+    long waits included, hold a thread.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        request_id = request_id_from(request.headers.get(HEADER))
-        request.request_id = request_id  # type: ignore[attr-defined]
-        token = _current.set(request_id)
-        started = time.perf_counter()
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        request_id, token, started = self._begin(request)
         try:
-            response = self.get_response(request)
-            response[HEADER] = request_id
-            # The path only: a query string is the client's and may carry anything.
-            access_logger.log(
-                logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
-                "%s %s %s",
-                request.method,
-                request.path,
-                response.status_code,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-            return response
+            return self._end(request, self.get_response(request), request_id, started)
         finally:
             _current.reset(token)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        request_id, token, started = self._begin(request)
+        try:
+            return self._end(request, await self.get_response(request), request_id, started)
+        finally:
+            _current.reset(token)
+
+    @staticmethod
+    def _begin(request: HttpRequest) -> tuple[str, Token[str], float]:
+        request_id = request_id_from(request.headers.get(HEADER))
+        request.request_id = request_id  # type: ignore[attr-defined]
+        return request_id, _current.set(request_id), time.perf_counter()
+
+    @staticmethod
+    def _end(
+        request: HttpRequest, response: HttpResponse, request_id: str, started: float
+    ) -> HttpResponse:
+        response[HEADER] = request_id
+        # The path only: a query string is the client's and may carry anything.
+        access_logger.log(
+            logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        return response

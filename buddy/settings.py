@@ -75,7 +75,7 @@ MIDDLEWARE = [
     "keys.middleware.ProxyLookupShortcutMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from gunicorn (collected into STATIC_ROOT in the image).
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "buddy.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

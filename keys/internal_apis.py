@@ -11,6 +11,7 @@ hand, with the same results: the service token (role `proxy`) is checked first
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -18,6 +19,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from buddy import metrics
 from buddy.http_errors import error_response
 from keys import selectors
 from keys.models import ServiceRole
@@ -92,10 +94,12 @@ def dispatch_lookup(request: HttpRequest) -> HttpResponse:
 
 
 def lookup(request: HttpRequest) -> HttpResponse:
+    started = time.perf_counter()
     token = selectors.service_token_authenticate_cached(
         authorization=request.META.get("HTTP_AUTHORIZATION")
     )
     if token is None or token.role != _PROXY:
+        metrics.record_lookup("service_auth_failed", time.perf_counter() - started)
         return _forbidden()
     try:
         body = json.loads(request.body)
@@ -107,6 +111,7 @@ def lookup(request: HttpRequest) -> HttpResponse:
         result = selectors.key_lookup(
             authorization=body.get("authorization"), model=body.get("model")
         )
+    metrics.record_lookup(result.outcome.code, time.perf_counter() - started)
     response = HttpResponse(
         json.dumps(result.body()), status=result.outcome.status, content_type="application/json"
     )

@@ -11,7 +11,9 @@ middleware placed before it (error shaping, request ids, metrics) still runs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from keys import internal_apis
@@ -20,11 +22,25 @@ LOOKUP_PATH = "/internal/v1/auth/lookup"
 
 
 class ProxyLookupShortcutMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
         if request.path_info == LOOKUP_PATH:
             request.get_host()  # ALLOWED_HOSTS is still enforced (CommonMiddleware would)
             return internal_apis.dispatch_lookup(request)
         return self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info == LOOKUP_PATH:
+            request.get_host()
+            return await sync_to_async(internal_apis.dispatch_lookup)(request)
+        return await self.get_response(request)

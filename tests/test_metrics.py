@@ -84,13 +84,20 @@ def test_metrics_count_a_lookup_of_each_outcome(client):
             "authorization": f"Bearer {_key_on(DeploymentStatus.TERMINATED)}"
         },
     }
+    _token, proxy_secret = key_services.service_token_create(name="edge", role="proxy")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {proxy_secret}"}
     before = _scrape(client)
-    observed_lookup = metrics.observe_lookup(key_lookup)
-    for expected, kwargs in cases.items():
-        result = observed_lookup(**kwargs)
-        assert result.outcome is expected
-    # The two answers the view gives before any lookup (a body that is not JSON, a rate limit).
-    metrics.record_lookup(LookupOutcome.INVALID_JSON.code, 0.0001)
+    # Through the proxy's endpoint, as the proxy asks.
+    for expected, body in cases.items():
+        response = client.post(
+            "/internal/v1/auth/lookup", body, content_type="application/json", **auth
+        )
+        assert response.status_code == expected.status, (expected, response.content)
+    response = client.post(
+        "/internal/v1/auth/lookup", "{not json", content_type="application/json", **auth
+    )
+    assert response.json()["error"]["code"] == "invalid_json"
+    # A rate limit needs a run of failed verifications; count one through the wrapper instead.
     metrics.record_lookup(LookupOutcome.RATE_LIMITED.code, 0.0001)
     after = _scrape(client)
 
@@ -181,3 +188,11 @@ def test_multiprocess_mode_sums_the_lookups_of_every_web_worker(tmp_path, monkey
     assert samples[("buddy_lookup_duration_seconds_count", ())] == 4
     # The database-derived families are there too, once.
     assert text.count("# TYPE buddy_deployments gauge") == 1
+
+
+def test_observe_lookup_counts_and_times_each_call(client):
+    before = _scrape(client)
+    result = metrics.observe_lookup(key_lookup)(authorization="Bearer ob_sk_short")
+    assert result.outcome is LookupOutcome.INVALID_API_KEY
+    after = _scrape(client)
+    assert _lookups(after, "invalid_api_key") - _lookups(before, "invalid_api_key") == 1

@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.test import override_settings
 
 from deployments.models import Deployment
 from deployments.services import deployment_mark_provisioning, deployment_stop
@@ -343,7 +345,25 @@ def test_a_silent_upstream_is_504_after_the_read_timeout(buddy_url, upstream, de
 
 def test_every_middleware_runs_natively_async_so_a_waiting_view_holds_no_thread(caplog):
     """A sync-only middleware under ASGI would run the gateway's views from a thread held for as
-    long as the upstream takes; Django logs each such adaptation."""
-    with caplog.at_level(logging.DEBUG, logger="django.request"):
+    long as the upstream takes; Django logs each such adaptation (with DEBUG on only)."""
+    with override_settings(DEBUG=True), caplog.at_level(logging.DEBUG, logger="django.request"):
         ASGIHandler().load_middleware(is_async=True)
     assert not [r for r in caplog.records if "adapted" in r.getMessage()]
+    # The check itself works: a sync-only middleware is reported.
+    with (
+        override_settings(DEBUG=True, MIDDLEWARE=[*settings.MIDDLEWARE, SYNC_ONLY_MIDDLEWARE]),
+        caplog.at_level(logging.DEBUG, logger="django.request"),
+    ):
+        ASGIHandler().load_middleware(is_async=True)
+    assert [r for r in caplog.records if "adapted" in r.getMessage()]
+
+
+SYNC_ONLY_MIDDLEWARE = "tests.gateway.test_gateway.SyncOnlyMiddleware"
+
+
+class SyncOnlyMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
