@@ -22,8 +22,9 @@ HEADER = "X-Request-ID"
 # Letters, digits and a few separators, at most 128 characters: anything else (a header
 # stuffed with newlines, JSON or a megabyte of text) is replaced, never logged.
 _WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}", re.ASCII)
-# Probes hit these every few seconds; their lines would drown the rest at INFO.
-_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes hit these every few seconds, and the proxy's lookup thousands of times a second (it is
+# counted and timed in /metrics instead): their lines would drown the rest at INFO.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/internal/v1/auth/lookup"})
 
 _current: ContextVar[str] = ContextVar("buddy_request_id", default="-")
 access_logger = logging.getLogger("buddy.access")
