@@ -8,6 +8,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
+from buddy.dual_mode import DualModeMiddleware
 from buddy.http_errors import error_response
 
 logger = logging.getLogger("buddy.errors")
@@ -26,33 +27,22 @@ _CODE_OF_STATUS = {
 _HTML_PREFIXES = ("/admin/", "/api/docs")
 
 
-class JsonErrorsMiddleware:
+class JsonErrorsMiddleware(DualModeMiddleware):
     """Any error answer that is not already JSON becomes the contract's error body.
 
     Django renders its own HTML (with DEBUG=true, technical pages with stack traces) for errors
     that happen outside a DRF view: unknown URLs, exceptions in middleware. None of that may reach
     a client of the API.
 
-    It works in both modes: under ASGI a sync-only middleware would make Django run the whole
-    request, async gateway views included, on a thread held for as long as the view waits on a
-    model server.
+    It works in both modes (see DualModeMiddleware).
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
-            return self.__acall__(request)
+            return self._acall(request)
         return self.as_json_error(request, self.get_response(request))
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
         return self.as_json_error(request, await self.get_response(request))
 
     def as_json_error(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:

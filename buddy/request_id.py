@@ -11,12 +11,12 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
+
+from buddy.dual_mode import DualModeMiddleware
 
 HEADER = "X-Request-ID"
 # Letters, digits and a few separators, at most 128 characters: anything else (a header
@@ -42,21 +42,8 @@ def request_id_from(candidate: object) -> str:
     return uuid.uuid4().hex
 
 
-class RequestIdMiddleware:
-    """Binds the request id for the request's duration and writes one access line per request.
-
-    Sync and async: under ASGI a sync-only middleware would make every request, the gateway's
-    long waits included, hold a thread.
-    """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+class RequestIdMiddleware(DualModeMiddleware):
+    """Binds the request id for the request's duration and writes one access line per request."""
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

@@ -10,27 +10,18 @@ middleware placed before it (error shaping, request ids, metrics) still runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
+from buddy.dual_mode import DualModeMiddleware
 from keys import internal_apis
 
 LOOKUP_PATH = "/internal/v1/auth/lookup"
 
 
-class ProxyLookupShortcutMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
+class ProxyLookupShortcutMiddleware(DualModeMiddleware):
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
