@@ -46,7 +46,7 @@ KEYS_PER_DEPLOYMENT = int(os.environ.get("BENCH_KEYS_PER_DEPLOYMENT", "10"))
 DURATION = int(os.environ.get("BENCH_DURATION", "6"))
 PAIRS = int(os.environ.get("BENCH_PAIRS", "7"))
 # A range of ports the server may use ("18500-18599"); without it the OS picks a free one.
-PORT_RANGE = os.environ.get("BENCH_PORT_RANGE") or os.environ.get("BUDDY_PORT_RANGE", "")
+PORT_RANGE = os.environ.get("BENCH_PORT_RANGE", "")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 REVOKES = int(os.environ.get("BENCH_REVOKES", "20"))
 SERVER_ENV = {

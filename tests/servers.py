@@ -1,26 +1,25 @@
 """Real servers the tests start on loopback: a fake orchestrator (HTTP) and a private Redis.
 
-Ports come from TEST_PORT_RANGE ("18300-18399") when it is set, so that engineers sharing a
-machine stay in their own range; otherwise the kernel picks a free one.
+Ports come from `tests.ports` (BUDDY_TEST_PORTS).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
-import random
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import redis
+
+from tests.ports import bind_free, free_port
+
+__all__ = ["bind_free", "free_port", "wait_until"]
 
 
 def wait_until(
@@ -35,37 +34,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
-
-
-def _candidate_ports() -> Iterator[int]:
-    spec = os.environ.get("TEST_PORT_RANGE", "").strip()
-    if not spec:
-        yield 0
-        return
-    low, _, high = spec.partition("-")
-    ports = list(range(int(low), int(high or low) + 1))
-    random.shuffle(ports)
-    yield from ports
-
-
-def bind_free(bind: Callable[[int], Any]) -> Any:
-    """Call `bind(port)` with candidate ports until one is not in use."""
-    for port in _candidate_ports():
-        try:
-            return bind(port)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-    raise RuntimeError("no free port in TEST_PORT_RANGE")
-
-
-def free_port() -> int:
-    def probe(port: int) -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", port))
-            return s.getsockname()[1]
-
-    return bind_free(probe)
 
 
 # --- the fake orchestrator ------------------------------------------------------------------

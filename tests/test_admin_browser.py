@@ -21,7 +21,7 @@ from deployments.models import DeploymentStatus, EndReason, EventKind
 from keys import services as key_services
 from keys.models import ApiKey, RevokeReason
 from tests.factories import DeploymentFactory
-from tests.ports import server_port
+from tests.ports import free_port
 
 # The live server answers from another thread, so the test's data must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,10 +46,10 @@ def browser():
         "--disable-sync",
         "--no-first-run",
         "--window-size=1280,1024",
-        f"--remote-debugging-port={server_port(2)}",
+        f"--remote-debugging-port={free_port()}",
     ]:
         options.add_argument(flag)
-    service = Service(executable_path=CHROMEDRIVER, port=server_port(1))
+    service = Service(executable_path=CHROMEDRIVER, port=free_port())
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(WAIT_SECONDS)
     try:

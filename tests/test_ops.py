@@ -68,9 +68,9 @@ def private_redis():
 
     import redis as redis_lib
 
-    from tests.ports import server_port
+    from tests.ports import free_port
 
-    port = server_port(3)
+    port = free_port()
     process = subprocess.Popen(
         [
             shutil.which("redis-server") or "redis-server",

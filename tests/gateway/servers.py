@@ -1,8 +1,7 @@
 """Real servers for the gateway's tests: buddy under uvicorn in a subprocess (the way it is
 deployed, on the test database) and a scriptable fake model server in a thread of the test process.
 
-Ports come from BUDDY_TEST_PORTS ("18600-18699") when set, so that tests sharing a machine stay in
-their own range; otherwise the OS picks free ones.
+Ports come from `tests.ports` (BUDDY_TEST_PORTS).
 """
 
 from __future__ import annotations
@@ -11,12 +10,10 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,53 +25,15 @@ import uvicorn
 from django.conf import settings
 from django.db import connection
 
+from tests.ports import bound_socket, free_port
+from tests.servers import wait_until
+
+__all__ = ["bound_socket", "free_port", "wait_until"]
+
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAM_API_KEY = "upstream-credential-for-tests"
 # Short, so that the timeout test is quick; every other upstream answers well within it.
 UPSTREAM_READ_TIMEOUT = 3.0
-_handed_out: set[int] = set()
-
-
-def _port_candidates() -> Iterator[int]:
-    spec = os.environ.get("BUDDY_TEST_PORTS", "")
-    if spec:
-        low, _, high = spec.partition("-")
-        yield from range(int(low), int(high or low) + 1)
-    else:
-        yield 0
-
-
-def bound_socket() -> socket.socket:
-    """A listening-ready TCP socket on 127.0.0.1, bound to a free port (no race: we hold it)."""
-    for port in _port_candidates():
-        if port in _handed_out:
-            continue
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            sock.close()
-            continue
-        _handed_out.add(sock.getsockname()[1])
-        return sock
-    raise RuntimeError("no free port in BUDDY_TEST_PORTS")
-
-
-def free_port() -> int:
-    """A port nothing listens on (for a subprocess, or for an unreachable upstream)."""
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def wait_until(condition: Any, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 # --- the fake model server ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from deployments.models import Deployment
 from keys import hashing, lookup_cache, selectors, services, tasks, tokens
 from keys.models import ApiKey
 from keys.selectors import LookupOutcome, key_lookup
-from tests.keys.ports import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 O = LookupOutcome

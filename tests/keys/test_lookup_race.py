@@ -27,7 +27,7 @@ from deployments.services import deployment_stop
 from keys import services
 from tests.factories import DeploymentFactory
 from tests.keys.lookup_hammer import hammer
-from tests.keys.ports import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
