@@ -371,6 +371,10 @@ BUDDY_RECONCILE_BATCH_SIZE = env.int("BUDDY_RECONCILE_BATCH_SIZE", default=200)
 # that dies mid-way leaves whole batches done and the redelivered task does the rest).
 BUDDY_REVOKE_BATCH_SIZE = env.int("BUDDY_REVOKE_BATCH_SIZE", default=500)
 
+# A boot still pending, or a teardown still unconfirmed, this long after it was due is asked for
+# again by the reconciler. Longer than the provisioner's own retries, so it does not race them.
+BUDDY_RECONCILE_STALE_SECONDS = env.int("BUDDY_RECONCILE_STALE_SECONDS", default=900)
+
 CELERY_BEAT_SCHEDULE = {
     "expire-packs": {
         "task": "deployments.expire_packs",
@@ -379,6 +383,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "reconcile": {
         "task": "keys.reconcile",
+        "schedule": BUDDY_RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": BUDDY_RECONCILE_INTERVAL_SECONDS},
+    },
+    "reconcile-deployments": {
+        "task": "deployments.reconcile",
         "schedule": BUDDY_RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": BUDDY_RECONCILE_INTERVAL_SECONDS},
     },

@@ -77,6 +77,18 @@ def after_expired(deployment_ids: list[object]) -> None:
     _enqueue("deployments.teardown_many", ids)
 
 
+def reprovision(deployment_ids: list[object]) -> None:
+    """The reconciler found deployments whose boot a lost message may never have asked for."""
+    for deployment_id in deployment_ids:
+        _enqueue("deployments.provision", str(deployment_id))
+
+
+def teardown_again(deployment_ids: list[object]) -> None:
+    """The reconciler found ended deployments whose teardown was never confirmed."""
+    if deployment_ids:
+        _enqueue("deployments.teardown_many", [str(d) for d in deployment_ids])
+
+
 def after_extended(deployment_id: object) -> None:
     from keys import lookup_cache
 

@@ -80,6 +80,9 @@ class Deployment(models.Model):
     pack_ends_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True, default="")
+    # When the provisioner confirmed the ended instance's teardown; null while it is owed, so the
+    # reconciler can ask again after a lost message.
+    torn_down_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -94,6 +97,14 @@ class Deployment(models.Model):
             ),
             models.Index(fields=["owner", "-created_at"], name="deploy_owner_created_idx"),
             models.Index(fields=["status"], name="deployment_status_idx"),
+            # The reconciler: ended deployments whose teardown is still owed.
+            models.Index(
+                fields=["ended_at"],
+                name="deploy_teardown_owed_idx",
+                condition=models.Q(
+                    status__in=["stopped", "failed", "terminated"], torn_down_at__isnull=True
+                ),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -376,3 +377,55 @@ def deployment_terminate_by_operator(*, deployment_id: object, actor: str) -> De
     )
     _revoke_keys_now(deployment_id=deployment.pk, actor=actor)
     return deployment
+
+
+# --- what the provisioner owes (reconciliation) -------------------------------------------------
+
+
+def deployment_mark_torn_down(*, deployment_id: object) -> bool:
+    """Record that the provisioner took an ended deployment's instance down; False if it was
+    already recorded (a repeated teardown) or the deployment is not ended."""
+    pk = as_uuid(deployment_id)
+    if pk is None:
+        return False
+    return (
+        Deployment.objects.filter(
+            pk=pk, status__in=list(TERMINAL_STATUSES), torn_down_at__isnull=True
+        ).update(torn_down_at=timezone.now())
+        == 1
+    )
+
+
+def deployment_reconcile(
+    *, stale_after: timedelta, batch_size: int = 200, now: Any = None
+) -> dict[str, int]:
+    """Ask the provisioner again for what a lost message may have left undone.
+
+    - a deployment still `pending` long after its creation: its boot was never asked for (the
+      provision message was lost) or gave up without failing it; ask again (the task is a no-op
+      unless it is still pending, and the orchestrator treats a repeated boot of one deployment
+      id as the same instance);
+    - an ended deployment whose teardown was never confirmed: ask for the teardown again.
+
+    With the `none` provisioner nobody is asked, so nothing is owed.
+    """
+    now = now or timezone.now()
+    if settings.BUDDY_PROVISIONER == "none":
+        return {"boots_asked_again": 0, "teardowns_asked_again": 0}
+    stuck = list(
+        Deployment.objects.filter(status=S.PENDING, created_at__lte=now - stale_after)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    owed = list(
+        Deployment.objects.filter(
+            status__in=list(TERMINAL_STATUSES),
+            torn_down_at__isnull=True,
+            ended_at__lte=now - stale_after,
+        )
+        .order_by("ended_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    followups.reprovision(stuck)
+    followups.teardown_again(owed)
+    return {"boots_asked_again": len(stuck), "teardowns_asked_again": len(owed)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -113,12 +114,14 @@ def local_boot(deployment_id: str) -> None:
 def teardown(self, deployment_id: str) -> None:
     """Tell the provisioner to tear an ended deployment's instance down (it may be asked twice)."""
     deployment = selectors.deployment_get(deployment_id=deployment_id)
-    if deployment is None or not deployment.is_terminal:
+    if deployment is None or not deployment.is_terminal or deployment.torn_down_at is not None:
         return
     try:
         get_provisioner().teardown(deployment)
     except ProvisionerRefused as exc:
+        # It will not get better by asking again (e.g. the orchestrator knows no such instance).
         logger.warning("provisioner refused to tear down %s: %s", deployment_id, exc)
+    services.deployment_mark_torn_down(deployment_id=deployment_id)
 
 
 @shared_task(
@@ -137,12 +140,35 @@ def teardown_many(deployment_ids: list[str]) -> None:
         deployment = selectors.deployment_get(deployment_id=deployment_id)
         if deployment is None or not deployment.is_terminal:
             continue
+        if deployment.torn_down_at is not None:
+            continue  # asked again by the reconciler, but done meanwhile
         try:
             provisioner.teardown(deployment)
         except ProvisionerUnavailable:
             teardown.delay(deployment_id)
+            continue
         except ProvisionerRefused as exc:
             logger.warning("provisioner refused to tear down %s: %s", deployment_id, exc)
+        services.deployment_mark_torn_down(deployment_id=deployment_id)
+
+
+@shared_task(
+    name="deployments.reconcile",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    max_retries=3,
+)
+def reconcile() -> dict[str, int]:
+    """Ask the provisioner again for boots and teardowns that lost messages left undone."""
+    done = services.deployment_reconcile(
+        stale_after=timedelta(seconds=settings.BUDDY_RECONCILE_STALE_SECONDS),
+        batch_size=settings.BUDDY_RECONCILE_BATCH_SIZE,
+    )
+    if any(done.values()):
+        logger.info("reconciled deployments: %s", done)
+    return done
 
 
 @shared_task(
