@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from buddy import ops
+from buddy.schema_apis import SchemaApi
 
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
@@ -12,7 +13,7 @@ urlpatterns = [
     path("internal/v1/", include("buddy.urls_internal")),
     path("v1/", include("gateway.urls")),
     path("local-model/v1/", include("gateway.urls_local_model")),
-    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema", SchemaApi.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),
 ]

@@ -92,7 +92,8 @@ class DeploymentListCreateApi(APIView):
             pack_hours=data["pack_hours"],
             actor=console_actor(request),
         )
-        deployment = owned_deployment(request, deployment.pk)
+        # The deployment as created (`pending`), not re-read: with in-process tasks (the embedded
+        # default) the provisioner has already moved it on by the time this response is written.
         return Response(DeploymentOutputSerializer(deployment).data, status=status.HTTP_201_CREATED)
 
 

@@ -1,5 +1,7 @@
 """The OpenAPI document, and the API tested against it by schemathesis (in-process, WSGI)."""
 
+import json
+
 import pytest
 import schemathesis
 import yaml
@@ -81,6 +83,18 @@ def test_every_console_operation_documents_its_errors_with_the_error_body():
             assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, code)
     error = document["components"]["schemas"]["ErrorDetail"]
     assert set(error["required"]) == {"message", "type", "code", "param"}
+
+
+def test_the_schema_is_json_for_a_client_that_accepts_anything_and_yaml_on_request():
+    plain = APIClient().get("/api/schema", HTTP_ACCEPT="*/*")
+    assert plain.status_code == 200
+    assert plain["Content-Type"].startswith("application/json")
+    assert json.loads(plain.content)["openapi"].startswith("3.")
+    for asked in ({"HTTP_ACCEPT": "application/yaml"}, {"QUERY_STRING": "format=yaml"}):
+        response = APIClient().get("/api/schema", **asked)
+        assert response.status_code == 200
+        assert not response.content.lstrip().startswith(b"{")
+        assert yaml.safe_load(response.content)["openapi"].startswith("3.")
 
 
 def test_the_browsable_docs_page_is_served():

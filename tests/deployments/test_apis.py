@@ -84,6 +84,26 @@ def test_deploying_a_template_answers_201_with_a_pending_deployment(api, user):
     assert deployment.events.get().kind == "created"
 
 
+def test_the_201_says_pending_even_when_the_provisioner_moves_on_within_the_request(
+    api, monkeypatch
+):
+    """The embedded default runs tasks in-process as soon as the creation commits: the `local`
+    provisioner has marked the deployment `provisioning` before the response is written. The 201
+    is still the deployment as created."""
+    from deployments import followups
+
+    def provision_at_once(deployment_id: object) -> None:
+        services.deployment_mark_provisioning(deployment_id=deployment_id, actor="t")
+
+    monkeypatch.setattr(followups, "after_created", provision_at_once)
+    response = api.post(
+        "/api/v1/deployments", {"template": "gemma4-26b", "pack_hours": 8}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["status"] == "pending"
+    assert Deployment.objects.get(pk=response.json()["id"]).status == "provisioning"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
