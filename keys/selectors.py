@@ -26,7 +26,7 @@ from buddy.errors import NotFound
 from buddy.ids import as_uuid
 from deployments.models import TERMINAL_STATUSES, DeploymentStatus
 from keys import hashing, lookup_cache, tokens
-from keys.models import ApiKey, RevokeReason, ServiceToken
+from keys.models import ApiKey, ServiceToken
 
 
 class LookupOutcome(enum.Enum):
@@ -149,38 +149,12 @@ def judge(snapshot: KeySnapshot, *, model: object, now: datetime) -> LookupOutco
     return LookupOutcome.OK
 
 
-# A key revoked because its deployment ended answers as its deployment does (409
-# `deployment_stopped` / `_failed` / `_terminated`), from the commit that ends the deployment
-# through the revocation that follows it and after: the answer does not depend on whether the
-# revocation task has run yet, nor on the cache. A key revoked on its own (by its owner or an
-# operator) answers 401 `revoked_api_key` before any deployment row, as the contract orders.
-_DEPLOYMENT_END_REASONS = frozenset(
-    {
-        RevokeReason.DEPLOYMENT_STOPPED,
-        RevokeReason.DEPLOYMENT_FAILED,
-        RevokeReason.DEPLOYMENT_TERMINATED,
-    }
-)
-
-
-def _revoked_on_its_own(key: ApiKey) -> bool:
-    if key.revoked_at is None:
-        return False
-    deployment = key.deployment
-    ended_with_its_deployment = (
-        key.revoke_reason in _DEPLOYMENT_END_REASONS
-        and deployment is not None
-        and deployment.status in TERMINAL_STATUSES
-    )
-    return not ended_with_its_deployment
-
-
 def key_snapshot(key: ApiKey) -> KeySnapshot:
     deployment = key.deployment
     return KeySnapshot(
         key_id=str(key.pk),
         public_id=key.public_id,
-        revoked=_revoked_on_its_own(key),
+        revoked=key.revoked_at is not None,
         deployment_id=str(deployment.pk) if deployment else None,
         deployment_status=deployment.status if deployment else "",
         model=deployment.model_id if deployment else "",
@@ -304,7 +278,6 @@ def _fresh_snapshot(key_pk: object) -> KeySnapshot | None:
             "pk",
             "public_id",
             "revoked_at",
-            "revoke_reason",
             "deployment__id",
             "deployment__status",
             "deployment__model_id",

@@ -11,7 +11,7 @@ import time_machine
 from django.test import Client, override_settings
 
 from deployments.models import Deployment
-from deployments.services import deployment_fail, deployment_stop, deployment_terminate
+from deployments.services import deployment_stop
 from keys import services, tokens
 from keys.selectors import service_token_cache
 from tests.factories import DeploymentFactory
@@ -189,45 +189,6 @@ def test_stopped_through_the_service_answers_deployment_stopped_at_once(
     deployment_stop(deployment_id=ready_deployment.pk, actor="t")
     # The revoke-all task has not run: the deployment's end alone refuses the key.
     assert error_of(call({"authorization": f"Bearer {plaintext}"})) == (409, "deployment_stopped")
-
-
-@pytest.mark.parametrize("asked_before_the_revocation", [False, True])
-@pytest.mark.parametrize("warm", [False, True])
-@pytest.mark.parametrize(
-    ("end", "code"),
-    [
-        (lambda d: deployment_stop(deployment_id=d, actor="t"), "deployment_stopped"),
-        (lambda d: deployment_fail(deployment_id=d, actor="t"), "deployment_failed"),
-        (lambda d: deployment_terminate(deployment_id=d, actor="t"), "deployment_terminated"),
-    ],
-)
-def test_a_key_revoked_by_its_deployments_end_answers_the_deployments_409_before_and_after(
-    call, live_key, ready_deployment, warm, asked_before_the_revocation, end, code
-):
-    """The answer does not change when the revocation task runs (nor with the cache's state): the
-    embedded default revokes in-process at the commit, a worker a moment later."""
-    key, plaintext = live_key
-    body = {"authorization": f"Bearer {plaintext}", "model": "wrong-model"}
-    if warm:
-        assert call({"authorization": f"Bearer {plaintext}"}).status_code == 200
-    end(ready_deployment.pk)
-    if asked_before_the_revocation:
-        assert error_of(call(body)) == (409, code)
-    assert services.key_revoke_all_for_deployment(deployment_id=ready_deployment.pk, actor="t")
-    key.refresh_from_db()
-    assert key.revoke_reason == code
-    assert error_of(twice(call, body)) == (409, code)
-
-
-def test_a_key_its_owner_revoked_stays_revoked_api_key_after_its_deployment_ends(
-    call, live_key, ready_deployment
-):
-    key, plaintext = live_key
-    services.key_revoke(key_id=key.pk, actor="t")
-    deployment_stop(deployment_id=ready_deployment.pk, actor="t")
-    services.key_revoke_all_for_deployment(deployment_id=ready_deployment.pk, actor="t")
-    body = {"authorization": f"Bearer {plaintext}"}
-    assert error_of(twice(call, body)) == (401, "revoked_api_key")
 
 
 @pytest.mark.parametrize("warm", [False, True])

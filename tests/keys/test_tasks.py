@@ -70,7 +70,7 @@ def test_with_the_broker_down_a_stop_refuses_keys_at_once_and_the_reconciler_rev
                 reconcile.delay()
                 wait_until(lambda: active_keys(deployment.pk) == 0, timeout=60,
                            what="the reconciler's revocation")  # fmt: skip
-                assert key_lookup(authorization=bearer).outcome is LookupOutcome.DEPLOYMENT_STOPPED
+                assert key_lookup(authorization=bearer).outcome is LookupOutcome.REVOKED_API_KEY
                 reasons = ApiKey.objects.filter(deployment=deployment).values_list(
                     "revoke_reason", flat=True
                 )
