@@ -13,6 +13,7 @@ and the reconciler (`keys.tasks.reconcile`) finishes it.
 from __future__ import annotations
 
 import logging
+import time
 
 from django.db import transaction
 
@@ -21,19 +22,31 @@ from deployments.models import TERMINAL_STATUSES, DeploymentStatus
 logger = logging.getLogger(__name__)
 
 
+# After a failed publish, skip publishing for this long: each attempt against an unreachable broker
+# waits for its connect timeout, and the reconciler finishes whatever is skipped.
+BROKER_BREAKER_SECONDS = 10.0
+_broker_down_until = 0.0
+
+
 def _enqueue(task_name: str, *args: object) -> None:
     """Send a task once the current transaction commits; a broker outage is logged, not raised.
 
     The caller's change is already committed by then, and the reconciler finishes what a lost
     message leaves undone, so failing the request would only report an error for work that
-    did happen.
+    did happen. While the broker is known to be down, sending is skipped at once instead of
+    making every request wait for a connect timeout.
     """
     from buddy.celery import app
 
     def send() -> None:
+        global _broker_down_until
+        if time.monotonic() < _broker_down_until:
+            logger.warning("broker down: not enqueueing %s%r; the reconciler will", task_name, args)
+            return
         try:
             app.tasks[task_name].apply_async(args=args, retry=False)
         except Exception as exc:
+            _broker_down_until = time.monotonic() + BROKER_BREAKER_SECONDS
             logger.warning(
                 "could not enqueue %s%r (%s: %s); the reconciler will finish it",
                 task_name,

@@ -263,12 +263,14 @@ def app_broker(url: str) -> Iterator[None]:
     from django.test import override_settings
 
     from buddy.celery import app
+    from deployments import followups
     from keys import lookup_cache
 
     def reset() -> None:
         app._pool = None
         app.amqp._producer_pool = None
         lookup_cache.client.cache_clear()
+        followups._broker_down_until = 0.0
 
     previous = app.conf.broker_url
     app.conf.broker_url = url

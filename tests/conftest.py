@@ -44,9 +44,11 @@ def _clean_redis() -> None:
     stale = [name for name in r.scan_iter(count=1000) if not name.startswith(keep)]
     for start in range(0, len(stale), 500):
         r.delete(*stale[start : start + 500])
+    from deployments import followups
     from keys import lookup_cache
 
     lookup_cache.client.cache_clear()
+    followups._broker_down_until = 0.0  # a previous test's broker outage is not this test's
 
 
 @pytest.fixture
