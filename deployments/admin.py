@@ -116,6 +116,7 @@ class DeploymentAdmin(admin.ModelAdmin):
         "pack_ends_at",
         "ended_at",
         "end_reason",
+        "torn_down_at",
         "created_at",
         "updated_at",
     )
