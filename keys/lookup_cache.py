@@ -43,8 +43,11 @@ lives. Run Redis with `maxmemory-policy noeviction` or `volatile-ttl` (it evicts
 whose TTL is shortest, before tombstones). Do not restore it from an old snapshot (run the cache
 without persistence, or delete `buddy:lookup:*` after a restore). If a revoke cannot reach Redis at
 all, it still commits (the console must keep working) and is logged; lookups that cannot reach
-Redis answer from PostgreSQL, but a Redis that was only unreachable *for the writer* may serve an
-entry filled before the revoke until that entry expires (at most the entry TTL).
+Redis answer from PostgreSQL. The tombstone is retried by a thread of the revoking process
+(`tombstone_retrier`) until Redis takes it, for as long as an entry it guards can live, so a Redis
+that was only out of reach (a blip, or unreachable *for the writer* only) hides the entries it
+kept as soon as it answers that process again. If that process dies first, an entry filled before
+the revoke may answer until it expires (at most the entry TTL).
 
 Without Redis (the embedded default) there is no lookup cache, so there is nothing to guard; the
 failure counters then live in the process.
@@ -118,8 +121,67 @@ def _set_tombstone(name: str) -> None:
     try:
         r.set(name, b"1", ex=TOMBSTONE_TTL_SECONDS)
     except redis.RedisError:
-        # Redis unreachable: lookups then answer from PostgreSQL, which holds the truth.
-        logger.warning("lookup cache unreachable while writing a tombstone")
+        # Redis unreachable: lookups then answer from PostgreSQL, which holds the truth. But a
+        # Redis that was only out of reach (a blip, a partition) still holds the entries filled
+        # before: keep trying, so the tombstone lands as soon as Redis answers again.
+        logger.warning("lookup cache unreachable while writing a tombstone; retrying it")
+        tombstone_retrier.add(name)
+
+
+class _TombstoneRetrier:
+    """Tombstones that could not be written, retried by a daemon thread of this process until
+    they are, or until every entry they guard has expired on its own (the entry TTL, plus a
+    minute for a lookup that read the database before the revoke and fills the cache late).
+
+    What it cannot cover: the revoking process dying before Redis is back (documented)."""
+
+    RETRY_EVERY_SECONDS = 0.2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: dict[str, float] = {}  # tombstone name -> when to give up (monotonic)
+        self._thread: threading.Thread | None = None
+
+    def add(self, name: str) -> None:
+        give_up = time.monotonic() + settings.BUDDY_LOOKUP_CACHE_TTL_SECONDS + 60
+        with self._lock:
+            self._pending[name] = give_up
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="buddy-tombstone-retrier", daemon=True
+                )
+                self._thread.start()
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return list(self._pending)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.RETRY_EVERY_SECONDS)
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+                items = list(self._pending.items())
+            r = client()
+            for name, give_up in items:
+                try:
+                    if r is not None:
+                        r.set(name, b"1", ex=TOMBSTONE_TTL_SECONDS)
+                    done = True
+                except redis.RedisError:
+                    done = time.monotonic() > give_up
+                    if done:
+                        logger.error("gave up writing the lookup tombstone %s", name)
+                if done:
+                    with self._lock:
+                        if self._pending.get(name) == give_up:
+                            del self._pending[name]
+
+
+tombstone_retrier = _TombstoneRetrier()
 
 
 def tombstone_key(public_id: str) -> None:
