@@ -19,7 +19,12 @@ from django.db import InterfaceError, OperationalError
 from buddy.errors import DomainError
 from deployments import selectors, services
 from deployments.models import DeploymentStatus
-from deployments.provisioners import ProvisionerRefused, ProvisionerUnavailable, get_provisioner
+from deployments.provisioners import (
+    Provisioner,
+    ProvisionerRefused,
+    ProvisionerUnavailable,
+    get_provisioner,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +118,17 @@ def local_boot(deployment_id: str) -> None:
 )
 def teardown(self, deployment_id: str) -> None:
     """Tell the provisioner to tear an ended deployment's instance down (it may be asked twice)."""
+    _teardown_one(get_provisioner(), deployment_id)
+
+
+def _teardown_one(provisioner: Provisioner, deployment_id: str) -> None:
+    """Tear down one ended deployment not yet torn down, and record it; ProvisionerUnavailable
+    propagates to the caller, which retries."""
     deployment = selectors.deployment_get(deployment_id=deployment_id)
     if deployment is None or not deployment.is_terminal or deployment.torn_down_at is not None:
-        return
+        return  # gone, live, or done meanwhile (the reconciler may ask again)
     try:
-        get_provisioner().teardown(deployment)
+        provisioner.teardown(deployment)
     except ProvisionerRefused as exc:
         # It will not get better by asking again (e.g. the orchestrator knows no such instance).
         logger.warning("provisioner refused to tear down %s: %s", deployment_id, exc)
@@ -137,19 +148,10 @@ def teardown_many(deployment_ids: list[str]) -> None:
     """The sweep's batch: one request per deployment; one that fails retries on its own."""
     provisioner = get_provisioner()
     for deployment_id in deployment_ids:
-        deployment = selectors.deployment_get(deployment_id=deployment_id)
-        if deployment is None or not deployment.is_terminal:
-            continue
-        if deployment.torn_down_at is not None:
-            continue  # asked again by the reconciler, but done meanwhile
         try:
-            provisioner.teardown(deployment)
+            _teardown_one(provisioner, deployment_id)
         except ProvisionerUnavailable:
             teardown.delay(deployment_id)
-            continue
-        except ProvisionerRefused as exc:
-            logger.warning("provisioner refused to tear down %s: %s", deployment_id, exc)
-        services.deployment_mark_torn_down(deployment_id=deployment_id)
 
 
 @shared_task(
