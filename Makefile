@@ -37,16 +37,21 @@ services:
 browser:
 	bash scripts/ensure-browser.sh
 
-test: install services browser
+# The house's checks first (seconds), then the suite.
+test: lint services browser
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 # Deployments per second the expiry sweep terminates, by batch size (database `<PG db>_bench`).
 bench-expiry: install services
 	PG_URL=$(PG_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python bench/expiry_sweep.py $(BENCH_ARGS)
 
+# ruff, the import contracts of pyproject.toml (one direction between apps and the kernel), and
+# mypy with django-stubs and djangorestframework-stubs.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	DEBUG=true DATABASE_URL=sqlite:///:memory: $(BIN)/mypy
 
 # The proxy lookup benchmark (not a test): gunicorn on PostgreSQL `buddy_bench` and Redis db 12,
 # load from wrk (Debian's package, installed when missing). See bench/lookup.py.

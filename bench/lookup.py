@@ -143,8 +143,9 @@ def create_data() -> tuple[str, list[str], list[str]]:
     from django.core.management import call_command
     from django.utils import timezone
 
+    from buddy.accounts.services import service_token_create
     from deployments.models import Deployment, Template
-    from keys import services, tokens
+    from keys import tokens
     from keys.models import ApiKey
 
     call_command("migrate", verbosity=0)
@@ -174,7 +175,7 @@ def create_data() -> tuple[str, list[str], list[str]]:
         )
         for i, (g, h) in enumerate(zip(generated, hashes, strict=True))
     )
-    _token, secret = services.service_token_create(name="bench-proxy", role="proxy")
+    _token, secret = service_token_create(name="bench-proxy", role="proxy")
     return secret, [g.plaintext for g in generated], [str(k.pk) for k in keys]
 
 

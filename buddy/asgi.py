@@ -15,6 +15,6 @@ if settings.DEBUG:
 
     application = ASGIStaticFilesHandler(application)
 
-from buddy.embedded import start_scheduler  # noqa: E402
+from buddy.core.embedded import start_scheduler  # noqa: E402
 
 start_scheduler()

@@ -1,12 +1,6 @@
-import os
+"""The Celery app, where `celery -A buddy worker|beat` finds it (it is made in `buddy.core.tasks`,
+beside the task base class, so that importing the kernel never needs this wiring module)."""
 
-from celery import Celery
+from buddy.core.tasks import app
 
-from buddy.metrics import connect_celery_signals
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buddy.settings")
-
-app = Celery("buddy")
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
-connect_celery_signals()
+__all__ = ["app"]

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "buddy.accounts",
     "deployments",
     "keys",
     "gateway",
@@ -69,13 +70,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so that every log line of the request (errors included) carries its id.
-    "buddy.request_id.RequestIdMiddleware",
-    "buddy.middleware.JsonErrorsMiddleware",
-    # Answers the proxy's hot path before the browser-oriented middleware below (keys.middleware).
-    "keys.middleware.ProxyLookupShortcutMiddleware",
+    "buddy.http.request_id.RequestIdMiddleware",
+    "buddy.http.middleware.JsonErrorsMiddleware",
+    # Answers the proxy's hot path before the browser-oriented middleware below
+    # (keys.lookup.middleware).
+    "keys.lookup.middleware.ProxyLookupShortcutMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from gunicorn (collected into STATIC_ROOT in the image).
-    "buddy.middleware.StaticFilesMiddleware",
+    "buddy.http.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -232,7 +234,7 @@ BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS = env.float(
     "BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS", default=600.0
 )
 BUDDY_LOCAL_MODEL_ENABLED = _bool("BUDDY_LOCAL_MODEL_ENABLED", BUDDY_PROVISIONER == "local")
-# --- the proxy lookup (keys.selectors.key_lookup, keys.lookup_cache) -----------------------------
+# --- the proxy lookup (keys.lookup) -----------------------------
 # How long a verified lookup stays in Redis; must stay below the tombstones' 24 h.
 BUDDY_LOOKUP_CACHE_TTL_SECONDS = env.int("BUDDY_LOOKUP_CACHE_TTL_SECONDS", default=300)
 if not 0 < BUDDY_LOOKUP_CACHE_TTL_SECONDS < 24 * 3600:
@@ -260,17 +262,17 @@ BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS = env.float(
 
 # --- Django REST framework --------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "buddy.schema.BuddyAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "buddy.http.schema.BuddyAutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["buddy.api.StrictJSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "buddy.api.JsonNegotiation",
+    "DEFAULT_PARSER_CLASSES": ["buddy.http.api.StrictJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "buddy.http.api.JsonNegotiation",
     # The token first: an unauthenticated request is then 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "knox.auth.TokenAuthentication",
-        "buddy.api.CsrfSessionAuthentication",
+        "buddy.http.api.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "buddy.api.ConsolePagination",
+    "DEFAULT_PAGINATION_CLASS": "buddy.http.api.ConsolePagination",
     "PAGE_SIZE": env.int("BUDDY_PAGE_SIZE", default=50),
     "DEFAULT_THROTTLE_RATES": {
         # Failed `POST /api/v1/auth/token` attempts per client address.
@@ -279,9 +281,9 @@ REST_FRAMEWORK = {
     # Reverse proxies in front of buddy: throttles key on the client address they report.
     # 0 (the default) trusts only REMOTE_ADDR, so a forged X-Forwarded-For changes nothing.
     "NUM_PROXIES": env.int("BUDDY_NUM_PROXIES", default=0),
-    "EXCEPTION_HANDLER": "buddy.http_errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "buddy.http.errors.api_exception_handler",
 }
-CSRF_FAILURE_VIEW = "buddy.http_errors.csrf_failure"
+CSRF_FAILURE_VIEW = "buddy.http.errors.csrf_failure"
 
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
@@ -319,8 +321,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- logs ---------------------------------------------------------------------------------------
 # One line per record on stderr: JSON outside DEBUG, text in development. Every line carries the
-# request id (`buddy.request_id`), and secrets are redacted from messages, arguments and the
-# finished line (`buddy.logging`).
+# request id (`buddy.http.request_id`), and secrets are redacted from messages, arguments and the
+# finished line (`buddy.ops.logging`).
 LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
 if LOG_FORMAT not in {"json", "text"}:
     raise ImproperlyConfigured("LOG_FORMAT must be json or text")
@@ -329,12 +331,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "request_id": {"()": "buddy.logging.RequestIdFilter"},
-        "redact_secrets": {"()": "buddy.logging.RedactSecretsFilter"},
+        "request_id": {"()": "buddy.ops.logging.RequestIdFilter"},
+        "redact_secrets": {"()": "buddy.ops.logging.RedactSecretsFilter"},
     },
     "formatters": {
-        "json": {"()": "buddy.logging.JsonFormatter"},
-        "text": {"()": "buddy.logging.TextFormatter"},
+        "json": {"()": "buddy.ops.logging.JsonFormatter"},
+        "text": {"()": "buddy.ops.logging.TextFormatter"},
     },
     "handlers": {
         "console": {

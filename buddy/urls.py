@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularSwaggerView
 
-from buddy import ops
-from buddy.schema_apis import SchemaApi
+from buddy.http.schema_apis import SchemaApi
+from buddy.ops import views as ops
 
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
@@ -18,7 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "buddy.http_errors.handler400"
-handler403 = "buddy.http_errors.handler403"
-handler404 = "buddy.http_errors.handler404"
-handler500 = "buddy.http_errors.handler500"
+handler400 = "buddy.http.errors.handler400"
+handler403 = "buddy.http.errors.handler403"
+handler404 = "buddy.http.errors.handler404"
+handler500 = "buddy.http.errors.handler500"

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from buddy.auth_apis import TokenCreateApi
+from buddy.accounts.apis import TokenCreateApi
 from deployments import apis as deployment_apis
 from keys import apis as key_apis
 

@@ -3,7 +3,7 @@
 from django.urls import path
 
 from deployments.internal_apis import DeploymentStatusCallbackApi
-from keys.internal_apis import AuthLookupApi
+from keys.lookup.apis import AuthLookupApi
 
 urlpatterns: list = [
     path("auth/lookup", AuthLookupApi.as_view(), name="internal-auth-lookup"),

@@ -3,7 +3,7 @@
 The admin shows, services act: every field of a deployment is read-only, and stopping,
 terminating or extending one is an action that calls the same service as the API (so the event,
 the revocation of its keys and the cache guards happen exactly as they do there). Nothing here
-can delete a deployment or an event. Keys appear by masked id only, never with a hash or secret.
+can delete a deployment or an event. Its keys are shown by `keys.admin`, which builds on this page.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from buddy.admin_actions import apply_each, form_or_page, operator_actor
-from buddy.ids import as_uuid
+from buddy.core.ids import as_uuid
+from buddy.http.admin_actions import apply_each, form_or_page, operator_actor
 from deployments import services
 from deployments.models import Deployment, DeploymentEvent, Template
-from keys.models import ApiKey
 
 
 @admin.register(Template)
@@ -50,33 +49,6 @@ class DeploymentEventInline(admin.TabularInline):
         return False
 
 
-class ApiKeyInline(admin.TabularInline):
-    """The deployment's keys, by masked id (hashes and sealed secrets are not fields here)."""
-
-    model = ApiKey
-    fields = (
-        "masked",
-        "name",
-        "is_default",
-        "status",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-        "revoke_reason",
-    )
-    readonly_fields = fields
-    ordering = ("-created_at",)
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 class ExtendPackForm(forms.Form):
     pack_hours = forms.TypedChoiceField(
         label="Pack hours",
@@ -87,18 +59,19 @@ class ExtendPackForm(forms.Form):
 
     def __init__(self, *args: Any, hours: list[int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["pack_hours"].choices = [(h, f"{h} h") for h in hours]
+        field = self.fields["pack_hours"]
+        assert isinstance(field, forms.TypedChoiceField)
+        field.choices = [(h, f"{h} h") for h in hours]
 
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
-    list_display = (
+    list_display: tuple[str, ...] = (
         "id",
         "owner",
         "model_id",
         "status",
         "pack_ends_at",
-        "key_count",
     )
     list_filter = ("status", "template")
     list_select_related = ("owner", "template")
@@ -120,19 +93,8 @@ class DeploymentAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    inlines = [ApiKeyInline, DeploymentEventInline]
+    inlines = [DeploymentEventInline]
     actions = ["stop", "terminate", "extend_pack"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Deployment]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True)))
-        )
-
-    @admin.display(description="active keys", ordering="active_keys")
-    def key_count(self, obj: Deployment) -> int:
-        return getattr(obj, "active_keys", 0)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Deployment], search_term: str

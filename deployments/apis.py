@@ -12,14 +12,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from buddy.api import (
+from buddy.http.api import (
     ConsolePagination,
     console_actor,
+    console_owner_id,
     paginated_response,
     validated,
     validated_query,
 )
-from buddy.schema import error_response
+from buddy.http.schema import error_response
 from deployments import selectors, services
 from deployments.models import Deployment, DeploymentStatus
 from deployments.serializers import (
@@ -33,7 +34,9 @@ from deployments.serializers import (
 
 
 def owned_deployment(request: Request, deployment_id: object) -> Deployment:
-    return selectors.deployment_get_owned(owner_id=request.user.pk, deployment_id=deployment_id)
+    return selectors.deployment_get_owned(
+        owner_id=console_owner_id(request), deployment_id=deployment_id
+    )
 
 
 class TemplateListApi(APIView):
@@ -66,7 +69,7 @@ class DeploymentListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         filters = validated_query(DeploymentFilterSerializer, request)
         deployments = selectors.deployment_list_for_owner(
-            owner_id=request.user.pk, status=filters.get("status")
+            owner_id=console_owner_id(request), status=filters.get("status")
         )
         return paginated_response(
             request=request,

@@ -7,11 +7,11 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from buddy.errors import NotFound
+from buddy.accounts.authentication import InternalApiView, IsProvisioner
+from buddy.core.errors import NotFound
 from deployments import selectors, services
 from deployments.models import DeploymentStatus
 from deployments.serializers import DeploymentOutputSerializer
-from keys.authentication import InternalApiView, IsProvisioner
 
 S = DeploymentStatus
 
@@ -54,6 +54,6 @@ class DeploymentStatusCallbackApi(InternalApiView):
             status=data["status"],
             endpoint_url=data.get("endpoint_url") or None,
             reason=data.get("reason") or "",
-            actor=request.user.actor,
+            actor=str(request.user),  # the ServicePrincipal's actor
         )
         return Response(DeploymentOutputSerializer(deployment).data)

@@ -18,9 +18,13 @@ import httpx
 from django import db
 from django.conf import settings
 
+from buddy.core.tasks import app
 from deployments.models import Deployment
 
 logger = logging.getLogger(__name__)
+
+# The simulated boot (a task of `deployments.tasks`, which builds on this module: sent by name).
+LOCAL_BOOT_TASK = "deployments.local_boot"
 
 
 class ProvisionerUnavailable(Exception):
@@ -83,8 +87,6 @@ class LocalProvisioner:
     """Simulates an instance; the boot itself is the `deployments.local_boot` task."""
 
     def boot(self, deployment: Deployment) -> bool:
-        from deployments.tasks import local_boot
-
         delay = settings.BUDDY_LOCAL_BOOT_SECONDS
         if settings.CELERY_TASK_ALWAYS_EAGER:
             # Embedded default: no worker to honour a countdown, so a timer thread waits instead.
@@ -92,7 +94,7 @@ class LocalProvisioner:
             timer.daemon = True
             timer.start()
         else:
-            local_boot.apply_async(args=[str(deployment.pk)], countdown=delay)
+            app.tasks[LOCAL_BOOT_TASK].apply_async(args=(str(deployment.pk),), countdown=delay)
         return True
 
     def teardown(self, deployment: Deployment) -> None:
@@ -100,10 +102,8 @@ class LocalProvisioner:
 
 
 def _boot_in_thread(deployment_id: str) -> None:
-    from deployments.tasks import local_boot
-
     try:
-        local_boot.delay(deployment_id)
+        app.tasks[LOCAL_BOOT_TASK].delay(deployment_id)
     finally:
         db.connection.close()  # this thread's own connection
 

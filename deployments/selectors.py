@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from django.db.models import OuterRef, QuerySet, Subquery
+import uuid
+from collections.abc import Sequence
 
-from buddy.errors import NotFound
-from buddy.ids import as_uuid
+from django.db.models import F, FilteredRelation, Q, QuerySet
+
+from buddy.core.errors import NotFound
+from buddy.core.ids import as_uuid
 from deployments.models import TERMINAL_STATUSES, Deployment, DeploymentEvent, Template
 
 
@@ -12,11 +15,15 @@ def template_list_active() -> QuerySet[Template]:
 
 
 def _with_default_key_id(deployments: QuerySet[Deployment]) -> QuerySet[Deployment]:
-    """Annotate `default_key_id` (the default key's id or None) in the same query."""
-    from keys.models import ApiKey
+    """Annotate `default_key_id` (the default key's id or None) in the same query.
 
-    default_key = ApiKey.objects.filter(deployment=OuterRef("pk"), is_default=True).values("pk")
-    return deployments.annotate(default_key_id=Subquery(default_key[:1]))
+    Through the reverse relation `keys` that the keys app declares on deployments (at most one
+    default key per deployment, a unique constraint of that app), not an import of it.
+    """
+    return deployments.annotate(
+        default_key=FilteredRelation("keys", condition=Q(keys__is_default=True)),
+        default_key_id=F("default_key__id"),
+    )
 
 
 def deployment_list_for_owner(*, owner_id: int, status: str | None = None) -> QuerySet[Deployment]:
@@ -44,7 +51,7 @@ def deployment_get_owned(*, owner_id: int, deployment_id: object) -> Deployment:
     return deployment
 
 
-def deployment_event_list(*, deployment_id: object) -> QuerySet[DeploymentEvent]:
+def deployment_event_list(*, deployment_id: uuid.UUID) -> QuerySet[DeploymentEvent]:
     return DeploymentEvent.objects.filter(deployment_id=deployment_id).order_by("-at", "-id")
 
 
@@ -60,7 +67,7 @@ def deployment_default_key_id(*, deployment: Deployment) -> object | None:
     return deployment.keys.filter(is_default=True).values_list("pk", flat=True).first()
 
 
-def deployment_list_ended(*, deployment_ids: list[object]) -> list[object]:
+def deployment_list_ended(*, deployment_ids: Sequence[object]) -> list[uuid.UUID]:
     """Those of these deployments that are in a terminal status (malformed ids are skipped)."""
     pks = [pk for pk in (as_uuid(d) for d in deployment_ids) if pk is not None]
     return list(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-from buddy.api import BlankAsNullCharField, StrictCharField, StrictIntegerField
+from buddy.http.api import BlankAsNullCharField, StrictCharField, StrictIntegerField
 from deployments.models import Deployment, DeploymentStatus, EventKind
 from deployments.selectors import deployment_default_key_id
 

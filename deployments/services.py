@@ -7,18 +7,20 @@ revocation, teardown, cache invalidation) to run only once that transaction comm
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
-from buddy.errors import InvalidTransition, NotFound, ValidationFailed
-from buddy.ids import as_uuid
-from deployments import followups
+from buddy.core.errors import InvalidTransition, NotFound, ValidationFailed
+from buddy.core.ids import as_uuid
+from deployments import followups, signals
 from deployments.models import (
     TERMINAL_STATUSES,
     Deployment,
@@ -106,7 +108,7 @@ def _pack_hours(template: Template, pack_hours: object) -> int:
 
 
 def deployment_create(
-    *, owner: AbstractBaseUser, template_slug: str, pack_hours: int, actor: str
+    *, owner: AbstractBaseUser | AnonymousUser, template_slug: str, pack_hours: int, actor: str
 ) -> Deployment:
     template = Template.objects.filter(slug=template_slug, is_active=True).first()
     if template is None:
@@ -114,7 +116,7 @@ def deployment_create(
     hours = _pack_hours(template, pack_hours)
     with transaction.atomic():
         deployment = Deployment.objects.create(
-            owner=owner,
+            owner=owner,  # type: ignore[misc]  # the console's authenticated user
             template=template,
             model_id=template.model_id,
             status=S.PENDING,
@@ -165,7 +167,10 @@ def _transition(
         if end_reason:
             event_detail["end_reason"] = end_reason
         event_record(
-            deployment=deployment, kind=_EVENT_OF_STATUS[target], actor=actor, detail=event_detail
+            deployment=deployment,
+            kind=_EVENT_OF_STATUS[S(target)],
+            actor=actor,
+            detail=event_detail,
         )
         followups.after_status_change(deployment.pk, previous=previous, current=target)
     return deployment
@@ -227,7 +232,8 @@ def deployment_extend(*, deployment_id: object, pack_hours: int, actor: str) -> 
     checked under the lock, so an extension never revives a deployment that has just ended.
     A pack that has already run out but not yet been swept is extended from now, not from the past.
     """
-    template = Template.objects.filter(deployments__pk=as_uuid(deployment_id)).first()
+    pk = as_uuid(deployment_id)
+    template = None if pk is None else Template.objects.filter(deployments__pk=pk).first()
     if template is None:
         raise NotFound("Deployment not found.")
     hours = _pack_hours(template, pack_hours)
@@ -256,7 +262,7 @@ def deployment_extend(*, deployment_id: object, pack_hours: int, actor: str) -> 
                 "to": deployment.pack_ends_at.isoformat(),
             },
         )
-        followups.after_extended(deployment.pk)
+        followups.after_changed(deployment.pk)
     return deployment
 
 
@@ -300,11 +306,11 @@ def deployment_apply_provisioner_status(
                 actor=actor,
                 detail={"from": S.READY, "endpoint_url": endpoint_url, "previous": previous_url},
             )
-            followups.after_endpoint_changed(deployment.pk)
+            followups.after_changed(deployment.pk)
         return deployment
 
 
-def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[object]:
+def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[uuid.UUID]:
     """Terminate up to `limit` live deployments whose pack has ended; return their ids.
 
     Set-based, because a sweep may meet thousands at once: candidates are claimed with
@@ -342,23 +348,24 @@ def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[object
             )
             for pk, status in claimed
         )
-        followups.after_expired(ids)
+        followups.after_ended(ids)
     return ids
 
 
 # --- operators (the admin) ----------------------------------------------------------------------
 
 
-def _revoke_keys_now(*, deployment_id: object, actor: str) -> int:
-    from keys.services import key_revoke_all_for_deployment  # keys builds on deployments
-
-    return key_revoke_all_for_deployment(deployment_id=deployment_id, actor=actor)
+def _finish_end_now(*, deployment_id: object, actor: str) -> None:
+    signals.deployments_end_finish_requested.send(
+        sender=Deployment, deployment_ids=[deployment_id], actor=actor
+    )
 
 
 def deployment_stop_by_operator(*, deployment_id: object, actor: str) -> Deployment:
-    """An operator's stop: the same transition as any stop, then every key revoked at once.
+    """An operator's stop: the same transition as any stop, then every key revoked at once (by
+    the receiver of `deployments_end_finish_requested`, in `keys`).
 
-    The revocation that every end schedules (`keys.revoke_for_deployment`, after the commit) still
+    The revocation that every end schedules (`keys.revoke_for_deployments`, after the commit) still
     runs and finds nothing left to do. Doing it here too means the operator sees the keys revoked
     when the page comes back, whether or not a worker is running; the admin is low-volume, so the
     few milliseconds per key this costs the request do not matter.
@@ -366,7 +373,7 @@ def deployment_stop_by_operator(*, deployment_id: object, actor: str) -> Deploym
     deployment = deployment_stop(
         deployment_id=deployment_id, actor=actor, end_reason=EndReason.STOPPED_BY_OPERATOR
     )
-    _revoke_keys_now(deployment_id=deployment.pk, actor=actor)
+    _finish_end_now(deployment_id=deployment.pk, actor=actor)
     return deployment
 
 
@@ -375,7 +382,7 @@ def deployment_terminate_by_operator(*, deployment_id: object, actor: str) -> De
     deployment = deployment_terminate(
         deployment_id=deployment_id, actor=actor, end_reason=EndReason.TERMINATED_BY_OPERATOR
     )
-    _revoke_keys_now(deployment_id=deployment.pk, actor=actor)
+    _finish_end_now(deployment_id=deployment.pk, actor=actor)
     return deployment
 
 

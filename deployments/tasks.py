@@ -1,9 +1,5 @@
-"""Celery tasks of deployments: thin, idempotent, taking ids; the services hold the rules.
-
-Every task is acknowledged late (after it ran) and retries transient database errors with
-exponential backoff, so a worker that dies mid-task, or a database that blinks, costs a re-run,
-never the work. Retry countdowns stay under the broker's visibility timeout (see settings).
-"""
+"""Celery tasks of deployments: a name and a body each, taking ids; the services hold the rules
+and `BuddyTask` the retry policy (late acks, transient database errors retried with backoff)."""
 
 from __future__ import annotations
 
@@ -14,9 +10,9 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 
-from buddy.errors import DomainError
+from buddy.core.errors import DomainError
+from buddy.core.tasks import RETRY_BACKOFF_MAX, BuddyTask
 from deployments import selectors, services
 from deployments.models import DeploymentStatus
 from deployments.provisioners import (
@@ -28,22 +24,9 @@ from deployments.provisioners import (
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
-RETRY_BACKOFF_MAX = 120
 
-
-@shared_task(
-    name="deployments.provision",
-    bind=True,
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=RETRY_BACKOFF_MAX,
-    retry_jitter=True,
-    max_retries=10,
-)
-def provision(self, deployment_id: str) -> None:
+@shared_task(base=BuddyTask, name="deployments.provision", bind=True)
+def provision(self: BuddyTask, deployment_id: str) -> None:
     """Ask the provisioner to boot a pending deployment; give up into `failed` after retries.
 
     Redelivered after a crash between the boot request and the status change, it asks again: the
@@ -78,15 +61,7 @@ def _fail_quietly(deployment_id: str, reason: str) -> None:
         )
 
 
-@shared_task(
-    name="deployments.local_boot",
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=RETRY_BACKOFF_MAX,
-    max_retries=10,
-)
+@shared_task(base=BuddyTask, name="deployments.local_boot")
 def local_boot(deployment_id: str) -> None:
     """The `local` provisioner's instance has booted: report it ready, as a real one would."""
     deployment = selectors.deployment_get(deployment_id=deployment_id)
@@ -106,19 +81,24 @@ def local_boot(deployment_id: str) -> None:
 
 
 @shared_task(
-    name="deployments.teardown",
-    bind=True,
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(*TRANSIENT_ERRORS, ProvisionerUnavailable),
-    retry_backoff=True,
-    retry_backoff_max=RETRY_BACKOFF_MAX,
-    retry_jitter=True,
+    base=BuddyTask,
+    name="deployments.teardown_many",
+    autoretry_for=(*BuddyTask.autoretry_for, ProvisionerUnavailable),
     max_retries=12,
 )
-def teardown(self, deployment_id: str) -> None:
-    """Tell the provisioner to tear an ended deployment's instance down (it may be asked twice)."""
-    _teardown_one(get_provisioner(), deployment_id)
+def teardown_many(deployment_ids: list[str]) -> None:
+    """Tell the provisioner to tear these ended deployments' instances down (one deployment is a
+    list of one; each may be asked twice). One request per deployment; if the provisioner could
+    not take some, the task is retried with backoff, and those already torn down are skipped."""
+    provisioner = get_provisioner()
+    failure: ProvisionerUnavailable | None = None
+    for deployment_id in deployment_ids:
+        try:
+            _teardown_one(provisioner, deployment_id)
+        except ProvisionerUnavailable as exc:
+            failure = exc
+    if failure is not None:
+        raise failure
 
 
 def _teardown_one(provisioner: Provisioner, deployment_id: str) -> None:
@@ -136,32 +116,18 @@ def _teardown_one(provisioner: Provisioner, deployment_id: str) -> None:
 
 
 @shared_task(
-    name="deployments.teardown_many",
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=RETRY_BACKOFF_MAX,
-    max_retries=10,
+    base=BuddyTask,
+    name="deployments.teardown",
+    autoretry_for=(*BuddyTask.autoretry_for, ProvisionerUnavailable),
+    max_retries=12,
 )
-def teardown_many(deployment_ids: list[str]) -> None:
-    """The sweep's batch: one request per deployment; one that fails retries on its own."""
-    provisioner = get_provisioner()
-    for deployment_id in deployment_ids:
-        try:
-            _teardown_one(provisioner, deployment_id)
-        except ProvisionerUnavailable:
-            teardown.delay(deployment_id)
+def teardown(deployment_id: str) -> None:
+    """Deprecated: messages sent before ends became plural (`deployments.teardown_many`). Kept
+    registered for one release so that messages in flight are consumed; remove in the next."""
+    _teardown_one(get_provisioner(), deployment_id)
 
 
-@shared_task(
-    name="deployments.reconcile",
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    max_retries=3,
-)
+@shared_task(base=BuddyTask, name="deployments.reconcile", max_retries=3)
 def reconcile() -> dict[str, int]:
     """Ask the provisioner again for boots and teardowns that lost messages left undone."""
     done = services.deployment_reconcile(
@@ -173,14 +139,7 @@ def reconcile() -> dict[str, int]:
     return done
 
 
-@shared_task(
-    name="deployments.expire_packs",
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    max_retries=3,
-)
+@shared_task(base=BuddyTask, name="deployments.expire_packs", max_retries=3)
 def expire_packs() -> int:
     """Terminate every live deployment whose pack has ended, in bounded batches.
 

@@ -35,8 +35,8 @@ errorlog = "-"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "buddy.logging.JsonFormatter"}},
-    "filters": {"redact_secrets": {"()": "buddy.logging.RedactSecretsFilter"}},
+    "formatters": {"json": {"()": "buddy.ops.logging.JsonFormatter"}},
+    "filters": {"redact_secrets": {"()": "buddy.ops.logging.RedactSecretsFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

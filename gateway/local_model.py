@@ -22,14 +22,15 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from buddy.errors import DomainError
-from buddy.http_errors import error_response
+from buddy.core.credentials import bearer_token
+from buddy.core.errors import DomainError
+from buddy.http.errors import error_response
 from deployments.selectors import template_list_active
 from gateway.validation import parse_json_object, validate_chat_request
 from gateway.views import SSE_HEADERS, domain_error_response, method_not_allowed
-from keys.selectors import bearer_token
 
 EMPTY_REPLY = "(empty message)"
 
@@ -121,7 +122,7 @@ async def _chunks(
 
 
 @csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return method_not_allowed("POST")
     if (refusal := _refusal(request)) is not None:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from buddy.errors import DomainError, ValidationFailed
+from buddy.core.errors import DomainError, ValidationFailed
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 

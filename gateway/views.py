@@ -29,14 +29,16 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from buddy.errors import DomainError
-from buddy.http_errors import error_body, error_response
+from buddy.core.errors import DomainError
+from buddy.http.errors import error_body, error_response
 from deployments.selectors import deployment_get
 from gateway import upstream
 from gateway.validation import parse_json_object, validate_chat_request
-from keys.selectors import LookupOutcome, LookupResult, key_lookup
+from keys.lookup.outcomes import LookupOutcome, LookupResult
+from keys.lookup.selectors import key_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ async def _read_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
 
 
 @csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return method_not_allowed("POST")
     body = await _read_body(request)

@@ -1,9 +1,8 @@
-"""Keys and service tokens in the admin.
+"""Keys in the admin, on their own page and on their deployment's.
 
-Hashes, digests and sealed secrets are excluded from every form, list and lookup: they are never
-fields here, so no page, filter or search can reach them. Keys show their masked form. A service
-token's secret is shown once, as a message on the page after its creation, and never again.
-Revocations are actions that call the same services as the API.
+Hashes and sealed secrets are excluded from every form, list and lookup: they are never fields
+here, so no page, filter or search can reach them. Keys show their masked form. Revocations are
+actions that call the same services as the API.
 """
 
 from __future__ import annotations
@@ -11,16 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib import admin
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.utils.html import format_html
-from knox.models import AuthToken
 
-from buddy.admin_actions import apply_each, form_or_page, operator_actor
+from buddy.http.admin_actions import apply_each, form_or_page, operator_actor
+from deployments.admin import DeploymentAdmin
+from deployments.models import Deployment
 from keys import services
-from keys.models import ApiKey, RevokeReason, ServiceToken
+from keys.models import ApiKey, RevokeReason
 from keys.tokens import PREFIX
 
 
@@ -122,66 +121,51 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return None
 
 
-@admin.register(ServiceToken)
-class ServiceTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "role", "created_at", "revoked_at")
-    list_filter = ("role", ("revoked_at", admin.EmptyFieldListFilter))
-    search_fields = ("name",)
-    actions = ["revoke"]
+class ApiKeyInline(admin.TabularInline):
+    """The deployment's keys, by masked id (hashes and sealed secrets are not fields here)."""
 
-    def get_fields(self, request: HttpRequest, obj: ServiceToken | None = None) -> list[str]:
-        if obj is None:
-            return ["name", "role"]
-        return ["name", "role", "created_at", "revoked_at"]
+    model = ApiKey
+    fields = (
+        "masked",
+        "name",
+        "is_default",
+        "status",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "revoke_reason",
+    )
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    extra = 0
+    can_delete = False
+    show_change_link = True
 
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: ServiceToken | None = None
-    ) -> list[str]:
-        return [] if obj is None else ["name", "role", "created_at", "revoked_at"]
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and super().has_change_permission(request)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def save_model(self, request: HttpRequest, obj: ServiceToken, form: Any, change: bool) -> None:
-        """Creation goes through the service, which keeps only the digest; the secret is shown
-        once, in a message on the next page."""
-        if change:  # unreachable: the change page is view-only
-            return
-        token, secret = services.service_token_create(name=obj.name, role=obj.role)
-        # The admin goes on with `obj` (its log entry, its redirect): make it the stored row.
-        obj.pk = token.pk
-        obj.digest = token.digest
-        obj.created_at = token.created_at
-        obj._state.adding = False
-        obj._state.db = token._state.db
-        self.message_user(
-            request,
-            format_html(
-                "The secret of service token “{}” is shown this once; store it now: "
-                "<code class='service-token-secret'>{}</code>",
-                token.name,
-                secret,
-            ),
-            messages.WARNING,
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class DeploymentWithKeysAdmin(DeploymentAdmin):
+    """The deployments' page with their keys: keys build on deployments, so this app extends that
+    page rather than the other way round."""
+
+    list_display = (*DeploymentAdmin.list_display, "key_count")
+    inlines = [ApiKeyInline, *DeploymentAdmin.inlines]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Deployment]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True)))
         )
 
-    @admin.action(description="Revoke the selected service tokens", permissions=["change"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ServiceToken]) -> None:
-        apply_each(
-            self,
-            request,
-            queryset,
-            lambda token: services.service_token_revoke(token_id=token.pk),
-            done="Revoked {count} service token(s).",
-        )
+    @admin.display(description="active keys", ordering="active_keys")
+    def key_count(self, obj: Deployment) -> int:
+        return getattr(obj, "active_keys", 0)
 
 
-# knox's own admin lists and searches console tokens by digest, which is also their primary key
-# and so in every link and checkbox of any admin page about them: console tokens are not in the
-# admin. An operator signs a user out of every console session by deactivating the user (knox
-# refuses tokens of inactive users).
-if admin.site.is_registered(AuthToken):
-    admin.site.unregister(AuthToken)
+admin.site.unregister(Deployment)
+admin.site.register(Deployment, DeploymentWithKeysAdmin)

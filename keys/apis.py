@@ -14,14 +14,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from buddy.api import (
+from buddy.http.api import (
     ConsolePagination,
     console_actor,
+    console_owner_id,
     paginated_response,
     validated,
     validated_query,
 )
-from buddy.schema import error_response
+from buddy.http.schema import error_response
 from deployments.models import Deployment
 from deployments.selectors import deployment_get_owned
 from keys import selectors, services
@@ -44,11 +45,11 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 def owned_key(request: Request, key_id: object) -> ApiKey:
-    return selectors.key_get_owned(owner_id=request.user.pk, key_id=key_id)
+    return selectors.key_get_owned(owner_id=console_owner_id(request), key_id=key_id)
 
 
 def owned_deployment(request: Request, deployment_id: object) -> Deployment:
-    return deployment_get_owned(owner_id=request.user.pk, deployment_id=deployment_id)
+    return deployment_get_owned(owner_id=console_owner_id(request), deployment_id=deployment_id)
 
 
 class DeploymentKeyListCreateApi(APIView):
@@ -68,7 +69,9 @@ class DeploymentKeyListCreateApi(APIView):
         deployment = owned_deployment(request, deployment_id)
         filters = validated_query(KeyStatusFilterSerializer, request)
         keys = selectors.key_list_for_owner(
-            owner_id=request.user.pk, deployment_id=deployment.pk, status=filters.get("status")
+            owner_id=console_owner_id(request),
+            deployment_id=deployment.pk,
+            status=filters.get("status"),
         )
         return paginated_response(
             request=request, view=self, queryset=keys, serializer_class=KeyOutputSerializer
@@ -115,7 +118,7 @@ class KeyListApi(APIView):
     def get(self, request: Request) -> Response:
         filters = validated_query(KeyFilterSerializer, request)
         keys = selectors.key_list_for_owner(
-            owner_id=request.user.pk,
+            owner_id=console_owner_id(request),
             deployment_id=filters.get("deployment"),
             status=filters.get("status"),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from buddy.api import BlankAsNullCharField, StrictCharField
+from buddy.http.api import BlankAsNullCharField, StrictCharField
 
 KEY_STATUSES = ["active", "revoked"]
 

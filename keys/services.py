@@ -6,15 +6,16 @@ for the default key, sealed in the row until `key_reveal_default` takes and wipe
 
 from __future__ import annotations
 
-import hashlib
-import secrets
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from buddy.errors import (
+from buddy.core.errors import (
     DeploymentNotReady,
     KeyLimitReached,
     KeyRevoked,
@@ -23,14 +24,21 @@ from buddy.errors import (
     SecretExpired,
     ValidationFailed,
 )
-from buddy.ids import as_uuid
-from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, EventKind
+from buddy.core.ids import as_uuid
+from deployments.models import (
+    TERMINAL_STATUSES,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+    EventKind,
+)
 from deployments.services import event_record
-from keys import hashing, lookup_cache, sealing, tokens
-from keys.models import ApiKey, RevokeReason, ServiceRole, ServiceToken
+from keys import hashing, sealing, tokens
+from keys.lookup import guards
+from keys.models import ApiKey, RevokeReason
 
 DEFAULT_KEY_NAME = "default"
-_REVOKE_REASON_OF_STATUS = {
+_REVOKE_REASON_OF_STATUS: dict[str, str] = {
     DeploymentStatus.STOPPED: RevokeReason.DEPLOYMENT_STOPPED,
     DeploymentStatus.FAILED: RevokeReason.DEPLOYMENT_FAILED,
     DeploymentStatus.TERMINATED: RevokeReason.DEPLOYMENT_TERMINATED,
@@ -164,11 +172,11 @@ def key_reveal_default(*, key_id: object, actor: str, now: datetime | None = Non
             key.sealed_secret is None
             or key.created_at + settings.BUDDY_DEFAULT_KEY_REVEAL_TTL <= now
         )
-        plaintext = None if expired else sealing.unseal(key.sealed_secret)
+        plaintext = None if expired else sealing.unseal(bytes(key.sealed_secret or b""))
         key.sealed_secret = None
         if plaintext is not None:
             key.secret_revealed_at = now
-            if key.deployment_id is not None:
+            if key.deployment is not None:
                 event_record(
                     deployment=key.deployment,
                     kind=EventKind.KEY_REVEALED,
@@ -189,12 +197,12 @@ def key_revoke(
         key = _lock_key(key_id)
         if key.revoked_at is not None:
             return key
-        lookup_cache.tombstone_key(key.public_id)
+        guards.tombstone_key(key.public_id)
         key.revoked_at = timezone.now()
         key.revoke_reason = reason
         key.sealed_secret = None
         key.save(update_fields=["revoked_at", "revoke_reason", "sealed_secret"])
-        if key.deployment_id is not None:
+        if key.deployment is not None:
             event_record(
                 deployment=key.deployment,
                 kind=EventKind.KEY_REVOKED,
@@ -204,20 +212,16 @@ def key_revoke(
     return key
 
 
-def key_revoke_all_for_deployment(
-    *, deployment_id: object, actor: str, reason: str | None = None, batch_size: int = 500
-) -> int:
-    """Revoke every active key of a deployment; returns how many this call revoked."""
-    return key_revoke_all_for_deployments(
-        deployment_ids=[deployment_id], actor=actor, reason=reason, batch_size=batch_size
-    )
-
-
 def key_revoke_all_for_deployments(
-    *, deployment_ids: list[object], actor: str, reason: str | None = None, batch_size: int = 500
+    *,
+    deployment_ids: Sequence[object],
+    actor: str,
+    reason: str | None = None,
+    batch_size: int = 500,
 ) -> int:
-    """Revoke every active key of these deployments, `batch_size` keys per transaction; returns
-    how many this call revoked. The reason is the given one, or the one of each deployment's end.
+    """Revoke every active key of these deployments (one deployment is a list of one),
+    `batch_size` keys per transaction; returns how many this call revoked. The reason is the given
+    one, or the one of each deployment's end.
 
     Keys are locked (`FOR UPDATE`, in key order, so concurrent calls never deadlock) and
     re-checked active under the lock, so running it twice, or twice at once, revokes each key
@@ -240,7 +244,7 @@ _REVOKE_DEPLOYMENTS_PER_QUERY = 100
 
 
 def _revoke_all_in_chunk(
-    pks: list[object], *, actor: str, reason: str | None, batch_size: int
+    pks: Sequence[uuid.UUID], *, actor: str, reason: str | None, batch_size: int
 ) -> int:
     reason_of = {
         pk: reason or _REVOKE_REASON_OF_STATUS.get(status, RevokeReason.REVOKED_BY_OPERATOR)
@@ -258,9 +262,9 @@ def _revoke_all_in_chunk(
             if not batch:
                 break
             for _pk, public_id, _deployment_id in batch:
-                lookup_cache.tombstone_key(public_id)
+                guards.tombstone_key(public_id)
             now = timezone.now()
-            by_reason: dict[str, list[object]] = {}
+            by_reason: dict[str, list[uuid.UUID]] = {}
             for pk, _public_id, deployment_pk in batch:
                 by_reason.setdefault(reason_of[deployment_pk], []).append(pk)
             for key_reason, key_pks in by_reason.items():
@@ -293,38 +297,9 @@ def key_wipe_expired_secrets(*, now: datetime | None = None) -> int:
     ).update(sealed_secret=None)
 
 
-# --- service tokens ----------------------------------------------------------------------------
-
-SERVICE_TOKEN_PREFIX = "ob_svc_"  # noqa: S105 - a prefix, not a secret
-
-
-def service_token_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def service_token_create(*, name: str, role: str) -> tuple[ServiceToken, str]:
-    """A new service token; its secret is returned once and only its SHA-256 digest is kept."""
-    name = _validate_name(name)
-    if role not in ServiceRole.values:
-        raise ValidationFailed(fields={"role": [f"One of: {', '.join(ServiceRole.values)}."]})
-    secret = SERVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ServiceToken.objects.create(name=name, role=role, digest=service_token_digest(secret))
-    return token, secret
-
-
-def service_token_revoke(*, token_id: int) -> ServiceToken:
-    token = ServiceToken.objects.get(pk=token_id)
-    if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
-    return token
-
-
 def key_reconcile(*, batch_size: int = 200) -> dict[str, int]:
     """What the database says is owed and a lost task message may have left undone:
     default keys of ready deployments, revocation of ended deployments' keys, expired secrets."""
-    from deployments.models import TERMINAL_STATUSES
-
     missing_default = list(
         Deployment.objects.filter(status=DeploymentStatus.READY, pack_ends_at__gt=timezone.now())
         .exclude(keys__is_default=True)
@@ -355,8 +330,6 @@ def key_touch_last_used(*, used: dict[str, datetime]) -> int:
 
     Called in batches (beat's flush of what lookups recorded), not once per lookup.
     """
-    from django.db.models import Q
-
     written = 0
     with transaction.atomic():
         for public_id, at in sorted(used.items()):

@@ -262,15 +262,14 @@ def app_broker(url: str) -> Iterator[None]:
     """Point this process's Celery app (the publisher) and lookup cache at another Redis."""
     from django.test import override_settings
 
-    from buddy.celery import app
-    from deployments import followups
-    from keys import lookup_cache
+    from buddy.core import redis as core_redis
+    from buddy.core.tasks import app, broker_breaker
 
     def reset() -> None:
         app._pool = None
         app.amqp._producer_pool = None
-        lookup_cache.client.cache_clear()
-        followups._broker_down_until = 0.0
+        core_redis.client.cache_clear()
+        broker_breaker.reset()
 
     previous = app.conf.broker_url
     app.conf.broker_url = url

@@ -10,6 +10,9 @@ import pytest
 import redis
 from django.conf import settings
 
+from buddy.core import redis as core_redis
+from buddy.core.tasks import broker_breaker
+
 # Real Celery worker / beat processes for the tests marked `celery_worker`: tests/celery_worker.py.
 from tests.celery_worker import (  # noqa: F401
     _celery_worker_marker,
@@ -44,11 +47,8 @@ def _clean_redis() -> None:
     stale = [name for name in r.scan_iter(count=1000) if not name.startswith(keep)]
     for start in range(0, len(stale), 500):
         r.delete(*stale[start : start + 500])
-    from deployments import followups
-    from keys import lookup_cache
-
-    lookup_cache.client.cache_clear()
-    followups._broker_down_until = 0.0  # a previous test's broker outage is not this test's
+    core_redis.client.cache_clear()
+    broker_breaker.reset()  # a previous test's broker outage is not this test's
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from typing import Any
 
 from django.test import Client
 
+from buddy.accounts.services import service_token_create
 from deployments.models import Deployment
 from keys import tokens
 from keys.models import ApiKey
-from keys.services import service_token_create
 
 
 def provisioner_token() -> str:

@@ -9,10 +9,12 @@ from django.contrib import admin
 from django.urls import reverse
 from knox.models import AuthToken
 
+from buddy.accounts import services as account_services
+from buddy.accounts.models import ServiceToken
+from buddy.accounts.selectors import service_token_authenticate
 from deployments.models import DeploymentStatus, EndReason, EventKind
 from keys import services as key_services
-from keys.models import ApiKey, RevokeReason, ServiceToken
-from keys.selectors import service_token_authenticate
+from keys.models import ApiKey, RevokeReason
 from tests.factories import DeploymentFactory
 
 pytestmark = pytest.mark.django_db
@@ -168,7 +170,7 @@ def test_revoke_with_an_unknown_reason_revokes_nothing(admin_client, keyed_deplo
 
 def test_creating_a_service_token_shows_its_secret_once(admin_client):
     response = admin_client.post(
-        reverse("admin:keys_servicetoken_add"),
+        reverse("admin:accounts_servicetoken_add"),
         {"name": "edge", "role": "proxy", "_save": "Save"},
         follow=True,
     )
@@ -183,8 +185,8 @@ def test_creating_a_service_token_shows_its_secret_once(admin_client):
     assert secret not in token.digest
     # Never again: not on the list, not on the token's own page.
     for url in [
-        reverse("admin:keys_servicetoken_changelist"),
-        reverse("admin:keys_servicetoken_change", args=[token.pk]),
+        reverse("admin:accounts_servicetoken_changelist"),
+        reverse("admin:accounts_servicetoken_change", args=[token.pk]),
     ]:
         page = admin_client.get(url)
         assert secret.encode() not in page.content
@@ -192,8 +194,8 @@ def test_creating_a_service_token_shows_its_secret_once(admin_client):
 
 
 def test_revoke_service_token_action_uses_the_service(admin_client):
-    token, secret = key_services.service_token_create(name="edge", role="proxy")
-    _act(admin_client, "admin:keys_servicetoken_changelist", "revoke", [token.pk])
+    token, secret = account_services.service_token_create(name="edge", role="proxy")
+    _act(admin_client, "admin:accounts_servicetoken_changelist", "revoke", [token.pk])
     token.refresh_from_db()
     assert token.revoked_at is not None
     assert service_token_authenticate(authorization=f"Bearer {secret}") is None
@@ -275,7 +277,7 @@ def test_no_admin_page_shows_a_hash_or_a_secret(admin_client, keyed_deployment):
     _named, plaintext = key_services.key_create(
         deployment_id=keyed_deployment.pk, name="shown-once", actor="t"
     )
-    token, token_secret = key_services.service_token_create(name="edge", role="proxy")
+    token, token_secret = account_services.service_token_create(name="edge", role="proxy")
     revoked, revoked_plaintext = key_services.key_create(
         deployment_id=keyed_deployment.pk, name="gone", actor="t"
     )

@@ -124,7 +124,9 @@ def test_a_whole_console_journey_leaks_no_secret(
         assert stopped.status_code == 202 and stopped.json()["status"] == "stopped"
         # What the revocation task does once a worker picks it up.
         with django_capture_on_commit_callbacks(execute=True):
-            key_services.key_revoke_all_for_deployment(deployment_id=did, actor="system:revocation")
+            key_services.key_revoke_all_for_deployments(
+                deployment_ids=[did], actor="system:revocation"
+            )
         keys = call("keys-after-stop", "get", f"/api/v1/keys?deployment={did}").json()
         assert {k["status"] for k in keys["results"]} == {"revoked"}
         call("events", "get", f"/api/v1/deployments/{did}/events")

@@ -149,10 +149,15 @@ def test_packaging_carries_migrations_commands_and_admin_templates():
     packages = set(find_packages(where=str(root), include=config["packages"]["find"]["include"]))
     assert {
         "buddy",
+        "buddy.core",
+        "buddy.http",
+        "buddy.ops",
+        "buddy.accounts",
+        "buddy.accounts.migrations",
+        "buddy.accounts.management.commands",
         "deployments.migrations",
-        "deployments.management.commands",
         "keys.migrations",
-        "keys.management.commands",
+        "keys.lookup",
     } <= packages
     assert not any(p.startswith(("tests", "bench")) for p in packages)
     templates = list(root.glob("*/templates/**/*.html"))

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from buddy.logging import REDACTED, TextFormatter, redact
-from buddy.request_id import HEADER
+from buddy.http.request_id import HEADER
+from buddy.ops.logging import REDACTED, TextFormatter, redact
 
 KEY = "ob_sk_" + "A1b2C3d4E5f6" + "G7h8" * 9  # the shape of a key; never a real one
 SERVICE_TOKEN = "ob_svc_" + "Zx9_-" * 8

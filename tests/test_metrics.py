@@ -11,13 +11,16 @@ import pytest
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from buddy import metrics
+from buddy.accounts import services as account_services
 from buddy.celery import app as celery_app
+from buddy.core import redis as core_redis
+from buddy.core.tasks import TASK_FAILURES_KEY
+from buddy.ops import metrics
 from deployments.models import Deployment, DeploymentStatus
-from keys import lookup_cache
 from keys import services as key_services
+from keys.lookup.outcomes import LookupOutcome
+from keys.lookup.selectors import key_lookup
 from keys.models import ApiKey
-from keys.selectors import LookupOutcome, key_lookup
 from tests.factories import DeploymentFactory
 
 pytestmark = pytest.mark.django_db
@@ -84,7 +87,7 @@ def test_metrics_count_a_lookup_of_each_outcome(client):
             "authorization": f"Bearer {_key_on(DeploymentStatus.TERMINATED)}"
         },
     }
-    _token, proxy_secret = key_services.service_token_create(name="edge", role="proxy")
+    _token, proxy_secret = account_services.service_token_create(name="edge", role="proxy")
     auth = {"HTTP_AUTHORIZATION": f"Bearer {proxy_secret}"}
     before = _scrape(client)
     # Through the proxy's endpoint, as the proxy asks.
@@ -147,18 +150,18 @@ def test_task_failures_are_counted_across_processes_through_redis(client):
     samples = _scrape(client)
     assert samples["buddy_task_failures_total"] == {(("task", "tests.always_fails"),): 2}
     # Redis holds the count, so a worker in another process or container adds to the same one.
-    assert lookup_cache.client().hget(metrics.TASK_FAILURES_KEY, "tests.always_fails") == b"2"
+    assert core_redis.client().hget(TASK_FAILURES_KEY, "tests.always_fails") == b"2"
 
 
 def test_task_failures_are_counted_in_process_without_redis(client):
     with override_settings(REDIS_URL=""):
-        lookup_cache.client.cache_clear()
+        core_redis.client.cache_clear()
         try:
             before = _scrape(client).get("buddy_task_failures_total", {})
             always_fails.apply()
             after = _scrape(client)["buddy_task_failures_total"]
         finally:
-            lookup_cache.client.cache_clear()
+            core_redis.client.cache_clear()
     labels = (("task", "tests.always_fails"),)
     assert after[labels] - before.get(labels, 0) == 1
 
@@ -168,7 +171,7 @@ def test_multiprocess_mode_sums_the_lookups_of_every_web_worker(tmp_path, monkey
     answers a scrape with the sum."""
     script = (
         "import django; django.setup()\n"
-        "from buddy.metrics import record_lookup\n"
+        "from buddy.ops.metrics import record_lookup\n"
         "record_lookup('invalid_api_key', 0.002)\n"
         "record_lookup('', 0.0004)\n"
     )

@@ -1,8 +1,8 @@
 import pytest
 from django.test import override_settings
 
-from keys.selectors import service_token_authenticate
-from keys.services import service_token_create, service_token_revoke
+from buddy.accounts.selectors import service_token_authenticate
+from buddy.accounts.services import service_token_create, service_token_revoke
 
 
 def test_healthz_needs_no_auth_and_no_io(client):
@@ -107,18 +107,18 @@ def private_redis():
 
 @pytest.mark.django_db
 def test_readyz_answers_503_when_redis_goes_down(client, private_redis):
-    from keys import lookup_cache
+    from buddy.core import redis as core_redis
 
     url, process = private_redis
     with override_settings(REDIS_URL=url):
-        lookup_cache.client.cache_clear()
+        core_redis.client.cache_clear()
         try:
             assert client.get("/readyz").status_code == 200
             process.terminate()
             process.wait(timeout=10)
             response = client.get("/readyz")
         finally:
-            lookup_cache.client.cache_clear()
+            core_redis.client.cache_clear()
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "not_ready"
     assert "redis" in response.json()["error"]["message"]

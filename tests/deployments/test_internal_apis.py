@@ -7,6 +7,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
+from buddy.accounts.services import service_token_create
 from deployments.models import Deployment
 from keys import services as key_services
 from tests.factories import DeploymentFactory
@@ -67,7 +68,7 @@ def test_without_a_valid_provisioner_token_it_is_403(client, authorization):
 
 def test_a_proxy_token_is_not_a_provisioner_token(client):
     deployment = DeploymentFactory()
-    proxy = key_services.service_token_create(name="edge", role="proxy")[1]
+    proxy = service_token_create(name="edge", role="proxy")[1]
     response = post_status(client, proxy, deployment.pk, status="provisioning")
     assert code(response) == (403, "service_auth_failed")
 

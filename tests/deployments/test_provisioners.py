@@ -17,7 +17,7 @@ from deployments.provisioners import (
     ProvisionerUnavailable,
     get_provisioner,
 )
-from deployments.tasks import provision, teardown
+from deployments.tasks import provision, teardown_many
 from tests.factories import DeploymentFactory
 from tests.servers import free_port
 
@@ -89,7 +89,7 @@ def test_with_none_nobody_is_told_and_only_callbacks_move_the_deployment():
     deployment = DeploymentFactory()
     with override_settings(BUDDY_PROVISIONER="none"):
         provision.apply(args=[str(deployment.pk)])
-        teardown.apply(args=[str(deployment.pk)])
+        teardown_many.apply(args=[[str(deployment.pk)]])
     assert Deployment.objects.get(pk=deployment.pk).status == "pending"
 
 

@@ -4,7 +4,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from buddy.errors import InvalidTransition, NotFound, ValidationFailed
+from buddy.core.errors import InvalidTransition, NotFound, ValidationFailed
 from deployments import services
 from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, EndReason
 from tests.factories import DeploymentFactory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from buddy.errors import InvalidTransition
+from buddy.core.errors import InvalidTransition
 from deployments import services
 from deployments.models import DeploymentStatus, EndReason, EventKind
 from keys import services as key_services
@@ -55,8 +55,8 @@ def test_the_revocation_task_running_afterwards_changes_nothing(keyed):
     events = keyed.events.count()
     # What the worker's `keys.revoke_for_deployment` does when its message arrives.
     assert (
-        key_services.key_revoke_all_for_deployment(
-            deployment_id=keyed.pk, actor="system:revocation"
+        key_services.key_revoke_all_for_deployments(
+            deployment_ids=[keyed.pk], actor="system:revocation"
         )
         == 0
     )

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buddy.errors import ValidationFailed
+from buddy.core.errors import ValidationFailed
 from gateway.validation import InvalidJson, parse_json_object, validate_chat_request
 
 VALID = {"model": "gemma4:26b", "messages": [{"role": "user", "content": "hi"}]}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from buddy.errors import DeploymentNotReady, SecretAlreadyShown
+from buddy.core.errors import DeploymentNotReady, SecretAlreadyShown
 from deployments.services import deployment_stop
 from keys import services
 from keys.models import ApiKey
@@ -36,7 +36,7 @@ def test_a_key_created_concurrently_with_a_stop_never_stays_active(attempt):
     for r in results:
         assert not isinstance(r, Exception) or isinstance(r, DeploymentNotReady), r
     # What the stop's follow-up task does (it runs after the commit): revoke every active key.
-    services.key_revoke_all_for_deployment(deployment_id=deployment.pk, actor="t")
+    services.key_revoke_all_for_deployments(deployment_ids=[deployment.pk], actor="t")
     deployment.refresh_from_db()
     assert deployment.status == "stopped"
     assert not ApiKey.objects.filter(deployment=deployment, revoked_at__isnull=True).exists()
@@ -57,7 +57,7 @@ def test_two_concurrent_reveals_give_one_secret_and_one_already_shown():
 
 def test_concurrent_transitions_serialise():
     deployment = DeploymentFactory(ready=True)
-    from buddy.errors import InvalidTransition
+    from buddy.core.errors import InvalidTransition
     from deployments.services import deployment_fail
 
     def act(i: int):

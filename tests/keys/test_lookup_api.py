@@ -10,10 +10,11 @@ import pytest
 import time_machine
 from django.test import Client, override_settings
 
+from buddy.accounts.selectors import service_token_cache
+from buddy.accounts.services import service_token_create, service_token_revoke
 from deployments.models import Deployment
 from deployments.services import deployment_stop
 from keys import services, tokens
-from keys.selectors import service_token_cache
 from tests.factories import DeploymentFactory
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +30,7 @@ def _fresh_service_token_cache():
 
 @pytest.fixture
 def proxy_token(db) -> str:
-    _token, secret = services.service_token_create(name="edge", role="proxy")
+    _token, secret = service_token_create(name="edge", role="proxy")
     return secret
 
 
@@ -269,7 +270,7 @@ def test_missing_or_wrong_service_token_is_service_auth_failed(call, live_key, h
 
 
 def test_provisioner_token_is_service_auth_failed(call, live_key):
-    _token, secret = services.service_token_create(name="prov", role="provisioner")
+    _token, secret = service_token_create(name="prov", role="provisioner")
     response = call({"authorization": f"Bearer {live_key[1]}"}, token=secret)
     assert error_of(response) == (403, "service_auth_failed")
 
@@ -279,8 +280,8 @@ def test_service_auth_is_checked_before_the_body(call):
 
 
 def test_revoked_service_token_is_refused(call, live_key):
-    token, secret = services.service_token_create(name="old", role="proxy")
-    services.service_token_revoke(token_id=token.pk)
+    token, secret = service_token_create(name="old", role="proxy")
+    service_token_revoke(token_id=token.pk)
     response = call({"authorization": f"Bearer {live_key[1]}"}, token=secret)
     assert error_of(response) == (403, "service_auth_failed")
 

@@ -17,11 +17,17 @@ import time_machine
 from django.conf import settings
 from django.test import Client, override_settings
 
+from buddy.accounts.selectors import service_token_authenticate_cached, service_token_cache
+from buddy.accounts.services import service_token_create, service_token_revoke
+from buddy.core import redis as core_redis
 from deployments import services as deployment_services
 from deployments.models import Deployment
-from keys import hashing, lookup_cache, selectors, services, tasks, tokens
+from keys import hashing, services, tasks, tokens
+from keys.lookup import cache as lookup_cache
+from keys.lookup import limits, usage
+from keys.lookup.outcomes import LookupOutcome
+from keys.lookup.selectors import key_lookup
 from keys.models import ApiKey
-from keys.selectors import LookupOutcome, key_lookup
 from tests.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,13 +36,13 @@ O = LookupOutcome
 
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> Iterator[None]:
-    selectors.service_token_cache.clear()
+    service_token_cache.clear()
     lookup_cache.breaker.reset()
-    lookup_cache.usage.take()
+    usage.recorder.take()
     yield
-    selectors.service_token_cache.clear()
+    service_token_cache.clear()
     lookup_cache.breaker.reset()
-    lookup_cache.usage.take()
+    usage.recorder.take()
 
 
 @pytest.fixture
@@ -82,7 +88,7 @@ def test_a_cache_hit_does_no_sql_and_no_argon2(live_key, argon2_calls, django_as
 def test_a_cache_hit_over_http_does_no_sql_and_no_argon2_including_the_service_token(
     live_key, argon2_calls, django_assert_num_queries
 ):
-    _, secret = services.service_token_create(name="edge", role="proxy")
+    _, secret = service_token_create(name="edge", role="proxy")
     client = Client()
 
     def call():
@@ -288,7 +294,7 @@ def test_deleting_a_key_refuses_its_cached_lookups(live_key):
 )
 def test_verifications_beyond_the_bound_are_refused_not_queued(live_key):
     _, plaintext = live_key
-    slots = selectors.verify_slots.get()
+    slots = limits.verify_slots.get()
     assert slots.acquire(timeout=1)
     try:
         result = lookup(plaintext)
@@ -349,7 +355,7 @@ def test_last_use_is_batched_to_redis_and_flushed_by_the_periodic_task(
     with django_assert_num_queries(0):
         for _ in range(5):
             assert outcome(plaintext) is O.OK
-    assert lookup_cache.usage.flush() == 1
+    assert usage.recorder.flush() == 1
     key.refresh_from_db()
     assert key.last_used_at is None  # not written by the lookups themselves
     assert tasks.flush_last_used() == 1
@@ -380,13 +386,13 @@ def test_flush_last_used_is_scheduled_often_enough():
 
 
 def test_a_revoked_service_token_stops_working_within_its_cache_ttl(live_key):
-    token, secret = services.service_token_create(name="edge", role="proxy")
+    token, secret = service_token_create(name="edge", role="proxy")
     header = f"Bearer {secret}"
     with override_settings(BUDDY_LOOKUP_SERVICE_TOKEN_CACHE_SECONDS=0.2):
-        assert selectors.service_token_authenticate_cached(authorization=header) is not None
-        services.service_token_revoke(token_id=token.pk)
+        assert service_token_authenticate_cached(authorization=header) is not None
+        service_token_revoke(token_id=token.pk)
         deadline = time.monotonic() + 5
-        while selectors.service_token_authenticate_cached(authorization=header) is not None:
+        while service_token_authenticate_cached(authorization=header) is not None:
             assert time.monotonic() < deadline, "revoked service token still accepted"
             time.sleep(0.02)
 
@@ -426,7 +432,7 @@ def test_lookups_answer_correctly_from_postgresql_when_redis_is_unreachable(
 ):
     url, proc = private_redis
     with override_settings(REDIS_URL=url):
-        lookup_cache.client.cache_clear()
+        core_redis.client.cache_clear()
         try:
             key, plaintext = services.key_create(
                 deployment_id=ready_deployment.pk, name="k", actor="t"
@@ -447,22 +453,22 @@ def test_lookups_answer_correctly_from_postgresql_when_redis_is_unreachable(
             assert outcome(other_plaintext) is O.DEPLOYMENT_STOPPED
             assert outcome("ob_sk_bad") is O.INVALID_API_KEY
             assert time.monotonic() - started < 5  # answered without waiting on Redis each time
-            assert lookup_cache.usage.flush() == 2  # last use goes straight to the database
+            assert usage.recorder.flush() == 2  # last use goes straight to the database
             for used in (key, other):
                 used.refresh_from_db()
                 assert used.last_used_at is not None
         finally:
-            lookup_cache.client.cache_clear()
+            core_redis.client.cache_clear()
             lookup_cache.breaker.reset()
 
 
 def test_without_redis_at_all_the_lookup_answers_from_postgresql(live_key, ready_deployment):
     _, plaintext = live_key
     with override_settings(REDIS_URL=""):
-        lookup_cache.client.cache_clear()
+        core_redis.client.cache_clear()
         try:
             assert outcome(plaintext) is O.OK
             Deployment.objects.filter(pk=ready_deployment.pk).update(status="failed")
             assert outcome(plaintext) is O.DEPLOYMENT_FAILED
         finally:
-            lookup_cache.client.cache_clear()
+            core_redis.client.cache_clear()

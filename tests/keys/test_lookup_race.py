@@ -23,6 +23,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from buddy.accounts.services import service_token_create
 from deployments.services import deployment_stop
 from keys import services
 from tests.factories import DeploymentFactory
@@ -102,7 +103,7 @@ def _wait_for(events, kind: str, idx: int, pending: dict, deadline_s: float = 15
 
 
 def test_no_lookup_answers_200_after_a_revoke_or_a_stop_commits(live_server_url, template):
-    _token, service_token = services.service_token_create(name="hammer", role="proxy")
+    _token, service_token = service_token_create(name="hammer", role="proxy")
     port = int(live_server_url.rsplit(":", 1)[1])
     ctx = multiprocessing.get_context("spawn")
     commands, events = ctx.Queue(), ctx.Queue()

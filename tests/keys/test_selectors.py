@@ -1,13 +1,18 @@
-"""The lookup straight from PostgreSQL: one test per row of the contract's table."""
+"""The proxy's lookup (`key_lookup`, the production entry point): one test per row of the
+contract's table, each run cold (answered from PostgreSQL) and warm (the same lookup answered
+again from the Redis entry the first one filled)."""
 
 from datetime import timedelta
 
 import pytest
 import time_machine
 
+from buddy.core.redis import client
 from deployments.models import Deployment
 from keys import services, tokens
-from keys.selectors import LookupOutcome, key_lookup_uncached
+from keys.lookup.cache import PREFIX
+from keys.lookup.outcomes import LookupOutcome
+from keys.lookup.selectors import key_lookup
 from tests.factories import DeploymentFactory
 
 pytestmark = pytest.mark.django_db
@@ -20,8 +25,29 @@ def live_key(ready_deployment):
     return key, plaintext
 
 
+_mode = {"warm": False}
+
+
+@pytest.fixture(autouse=True, params=["cold", "warm"])
+def cache_mode(request):
+    _mode["warm"] = request.param == "warm"
+    yield request.param
+
+
+def _forget_entries():
+    r = client()
+    assert r is not None
+    for name in r.scan_iter(match=f"{PREFIX}e:*"):
+        r.delete(name)
+
+
 def lookup(authorization, model=None):
-    return key_lookup_uncached(authorization=authorization, model=model)
+    """Cold: no entry, so PostgreSQL answers (and fills one). Warm: a first lookup fills the
+    entry, and the answer checked is the second one, read from it."""
+    _forget_entries()
+    if _mode["warm"]:
+        key_lookup(authorization=authorization, model=model)
+    return key_lookup(authorization=authorization, model=model)
 
 
 def test_valid_key_of_a_ready_deployment_answers_its_route(live_key, ready_deployment):
@@ -119,3 +145,11 @@ def test_other_deployments_keys_route_to_their_own_deployment(live_key):
     other = DeploymentFactory(ready=True, endpoint_url="http://other:1")
     _, plaintext = services.key_create(deployment_id=other.pk, name="b", actor="t")
     assert lookup(f"Bearer {plaintext}").body()["endpoint_url"] == "http://other:1"
+
+
+def test_a_warm_lookup_is_answered_from_the_cache(live_key, cache_mode, django_assert_num_queries):
+    _, plaintext = live_key
+    _forget_entries()
+    key_lookup(authorization=f"Bearer {plaintext}")
+    with django_assert_num_queries(0):
+        assert key_lookup(authorization=f"Bearer {plaintext}").outcome is O.OK

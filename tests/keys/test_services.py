@@ -5,7 +5,7 @@ import time_machine
 from django.db import connection
 from django.test import override_settings
 
-from buddy.errors import (
+from buddy.core.errors import (
     DeploymentNotReady,
     KeyLimitReached,
     KeyRevoked,
@@ -145,8 +145,14 @@ def test_revoke_all_revokes_every_active_key_once(ready_deployment):
     from deployments.services import deployment_stop
 
     deployment_stop(deployment_id=ready_deployment.pk, actor="t")
-    assert services.key_revoke_all_for_deployment(deployment_id=ready_deployment.pk, actor="t") == 4
-    assert services.key_revoke_all_for_deployment(deployment_id=ready_deployment.pk, actor="t") == 0
+    assert (
+        services.key_revoke_all_for_deployments(deployment_ids=[ready_deployment.pk], actor="t")
+        == 4
+    )
+    assert (
+        services.key_revoke_all_for_deployments(deployment_ids=[ready_deployment.pk], actor="t")
+        == 0
+    )
     keys = ApiKey.objects.filter(deployment=ready_deployment)
     assert {k.revoke_reason for k in keys} == {"deployment_stopped"}
     assert all(k.sealed_secret is None for k in keys)

@@ -13,9 +13,10 @@ from django.utils import timezone
 from deployments import services as deployment_services
 from deployments.models import Deployment
 from keys import services
+from keys.lookup.outcomes import LookupOutcome
+from keys.lookup.selectors import key_lookup
 from keys.models import ApiKey
-from keys.selectors import LookupOutcome, key_lookup
-from keys.tasks import create_default, reconcile, revoke_for_deployment, revoke_for_deployments
+from keys.tasks import create_default, reconcile, revoke_for_deployments
 from tests.celery_worker import Worker, app_broker, broker_idle, worker_env
 from tests.concurrency import run_concurrently
 from tests.factories import DeploymentFactory
@@ -93,9 +94,9 @@ def test_revoking_twice_or_twice_at_once_revokes_each_key_once():
     Deployment.objects.filter(pk=deployment.pk).update(status="failed", ended_at=timezone.now())
     with override_settings(BUDDY_REVOKE_BATCH_SIZE=4):
         results = run_concurrently(
-            lambda _: revoke_for_deployment.apply(args=[str(deployment.pk)]), 4
+            lambda _: revoke_for_deployments.apply(args=[[str(deployment.pk)]]), 4
         )
-        revoke_for_deployment.apply(args=[str(deployment.pk)])
+        revoke_for_deployments.apply(args=[[str(deployment.pk)]])
     assert all(r.successful() for r in results), [r.result for r in results]
     assert active_keys(deployment.pk) == 0
     assert deployment.events.filter(kind="key_revoked").count() == 30
@@ -129,7 +130,7 @@ def test_the_sweeps_batch_revocation_gives_each_key_the_reason_of_its_deployment
 def test_revocation_task_leaves_a_live_deployment_alone():
     deployment = DeploymentFactory(ready=True)
     bulk_keys(deployment, 2)
-    revoke_for_deployment.apply(args=[str(deployment.pk)])
+    revoke_for_deployments.apply(args=[[str(deployment.pk)]])
     assert active_keys(deployment.pk) == 2
 
 

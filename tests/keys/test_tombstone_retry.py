@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from keys import lookup_cache
 from keys import services as key_services
-from keys.selectors import LookupOutcome, key_lookup
+from keys.lookup import cache as lookup_cache
+from keys.lookup import guards
+from keys.lookup.outcomes import LookupOutcome
+from keys.lookup.selectors import key_lookup
 from tests.celery_worker import app_broker
 from tests.factories import DeploymentFactory
 from tests.servers import PrivateRedis, wait_until
@@ -29,11 +31,11 @@ def test_a_tombstone_that_could_not_be_written_lands_once_redis_answers_again(tm
         # times out, and the revoke commits anyway.
         raw.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
         key_services.key_revoke(key_id=key.pk, actor="t")
-        assert tombstone in lookup_cache.tombstone_retrier.pending()
+        assert tombstone in guards.tombstone_retrier.pending()
 
         wait_until(lambda: raw.exists(tombstone), timeout=20, what="the tombstone written")
         wait_until(
-            lambda: tombstone not in lookup_cache.tombstone_retrier.pending(),
+            lambda: tombstone not in guards.tombstone_retrier.pending(),
             timeout=5,
             what="the retry finished",
         )

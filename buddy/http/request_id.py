@@ -1,0 +1,89 @@
+"""A request id on every request and on every log line written while serving it.
+
+An incoming `X-Request-ID` (from the edge proxy or a load balancer) is kept when it is well formed,
+so one id follows a request across services; otherwise a new one is made. Either way it is echoed
+in the response's `X-Request-ID` and put on every log record by `buddy.ops.logging.RequestIdFilter`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar, Token
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+from buddy.http.dual_mode import DualModeMiddleware
+
+HEADER = "X-Request-ID"
+# Letters, digits and a few separators, at most 128 characters: anything else (a header
+# stuffed with newlines, JSON or a megabyte of text) is replaced, never logged.
+_WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}", re.ASCII)
+# Probes hit these every few seconds, and the proxy's lookup thousands of times a second (it is
+# counted and timed in /metrics instead): their lines would drown the rest at INFO.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/internal/v1/auth/lookup"})
+
+_current: ContextVar[str] = ContextVar("buddy_request_id", default="-")
+access_logger = logging.getLogger("buddy.access")
+
+
+def current_request_id() -> str:
+    """The id of the request being served in this context, `-` outside any request."""
+    return _current.get()
+
+
+def request_id_from(candidate: object) -> str:
+    """The incoming id if it is well formed, otherwise a fresh one."""
+    if isinstance(candidate, str) and _WELL_FORMED.fullmatch(candidate):
+        return candidate
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware(DualModeMiddleware):
+    """Binds the request id for the request's duration and writes one access line per request."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        request_id, token, started = self._begin(request)
+        try:
+            return self._end(request, self.get_response(request), request_id, started)
+        finally:
+            _current.reset(token)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        request_id, token, started = self._begin(request)
+        try:
+            return self._end(request, await self.get_response(request), request_id, started)
+        finally:
+            _current.reset(token)
+
+    @staticmethod
+    def _begin(request: HttpRequest) -> tuple[str, Token[str], float]:
+        request_id = request_id_from(request.headers.get(HEADER))
+        request.request_id = request_id  # type: ignore[attr-defined]
+        return request_id, _current.set(request_id), time.perf_counter()
+
+    @staticmethod
+    def _end(
+        request: HttpRequest, response: HttpResponse, request_id: str, started: float
+    ) -> HttpResponse:
+        response[HEADER] = request_id
+        # The path only: a query string is the client's and may carry anything.
+        access_logger.log(
+            logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        return response

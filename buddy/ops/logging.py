@@ -1,0 +1,105 @@
+"""Log formatting for buddy: JSON (production) or text (development), each line with the request
+id, and no secret on any line.
+
+Secrets must never be logged, but a mistake (an exception message quoting a header, a debug line
+with a key) must not leak one either. So redaction happens twice: `RedactSecretsFilter` rewrites
+each record's message and arguments, and the formatters redact the finished line as well, which
+also covers tracebacks and `extra` fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
+
+from buddy.http.request_id import current_request_id
+
+REDACTED = "[REDACTED]"
+
+# (pattern, replacement): any credential after an auth scheme (a knox console token, a key or a
+# service token in a header; after "token", 8+ characters, so prose like "token expired" stays),
+# then API keys and service tokens wherever they appear.
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE),
+        rf"\1\2{REDACTED}",
+    ),
+    (re.compile(r"\b(Token)(\s+)[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE), rf"\1\2{REDACTED}"),
+    # `_` included: two keys run together must not leave the second one's body behind.
+    (re.compile(r"ob_sk_[0-9A-Za-z_]{10,}"), f"ob_sk_{REDACTED}"),
+    (re.compile(r"ob_svc_[0-9A-Za-z_\-]{10,}"), f"ob_svc_{REDACTED}"),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with every secret-looking substring replaced."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _request_id_of(record: logging.LogRecord) -> str:
+    request_id = current_request_id()
+    if request_id == "-":
+        # Django logs a request's 4xx/5xx (`django.request`) after the middleware has returned,
+        # passing the request itself: its id is on it.
+        request_id = getattr(getattr(record, "request", None), "request_id", "-")
+    return request_id
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id on the record (`-` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id_of(record)
+        return True
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Redacts secrets from the record's message and arguments before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: keep what can be kept, redacted
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg = redact(message)
+        record.args = None
+        return True
+
+
+class JsonFormatter(_BaseJsonFormatter):
+    """One JSON object per line: time, level, logger, message, request_id and any `extra`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("fmt", "{levelname}{name}{message}{request_id}")
+        kwargs.setdefault("style", "{")
+        kwargs.setdefault("rename_fields", {"levelname": "level", "name": "logger"})
+        kwargs.setdefault("timestamp", "time")  # ISO 8601, UTC
+        # Django passes the request object along with its records: not a field of a log line
+        # (its repr carries the query string), the request id and path already say which.
+        kwargs.setdefault("reserved_attrs", [*RESERVED_ATTRS, "request"])
+        super().__init__(*args, **kwargs)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id_of(record)
+        return redact(super().format(record))
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for development, redacted like the JSON ones."""
+
+    def __init__(self, fmt: str | None = None, *args: Any, **kwargs: Any) -> None:
+        fmt = fmt or "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+        super().__init__(fmt, *args, **kwargs)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id_of(record)
+        return redact(super().format(record))

@@ -1,0 +1,160 @@
+"""Prometheus metrics of buddy, served at `/metrics`.
+
+Three sources, chosen so that every web worker answers a scrape with the same, whole numbers:
+
+- **Lookups** (count by outcome, latency histogram) happen in the web processes. gunicorn runs
+  several of them, so with `PROMETHEUS_MULTIPROC_DIR` set (the container image sets it) the
+  counters live in prometheus-client's multiprocess files and any worker's scrape sums them all.
+  Without it (the embedded default, tests) they live in this process.
+- **Keys created and revoked, deployments by status** are read from PostgreSQL at scrape time,
+  by collectors the apps register (`register_collector`, in their `AppConfig.ready`). Key rows
+  are never deleted, so their counts only grow and are true counters; the database is the record
+  of truth, so no process restart or lost increment can make them drift.
+- **Task failures** happen in the Celery worker, another process (often another container): the
+  `task_failure` signal increments a hash in Redis, read at scrape time. A Redis restart resets it,
+  which Prometheus' `rate()` treats as a counter reset. Without Redis (embedded default: tasks run
+  in the web process) they are counted in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import wraps
+from typing import Any, ParamSpec, Protocol
+
+# In multiprocess mode every metric writes to a file there from its creation on: make sure the
+# directory exists in whatever process imports this (web worker, Celery worker, a shell).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from buddy.core.redis import client
+from buddy.core.tasks import TASK_FAILURES_KEY, local_task_failures
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+
+# The metrics of this process (or, in multiprocess mode, of all web processes via their files).
+PROCESS_REGISTRY = CollectorRegistry()
+
+LOOKUPS = Counter(
+    "buddy_lookups",
+    "Key lookups answered, by outcome (`ok` or the contract's error code).",
+    ["outcome"],
+    registry=PROCESS_REGISTRY,
+)
+LOOKUP_SECONDS = Histogram(
+    "buddy_lookup_duration_seconds",
+    "Time to answer a key lookup (cache hits take well under a millisecond, argon2 misses more).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=PROCESS_REGISTRY,
+)
+OTHER_OUTCOME = "other"
+
+
+# The lookup's outcome codes (registered by the app that answers lookups): labels are bounded.
+_known_outcomes: set[str] = {"ok"}
+
+
+def register_lookup_outcomes(codes: Iterable[str]) -> None:
+    _known_outcomes.update(code or "ok" for code in codes)
+
+
+def outcome_label(outcome_code: str) -> str:
+    """The label of an outcome: `ok`, a contract error code, or `other` (bounded cardinality)."""
+    label = outcome_code or "ok"
+    return label if label in _known_outcomes else OTHER_OUTCOME
+
+
+def record_lookup(outcome_code: str, seconds: float) -> None:
+    """Count one answered lookup (`""` or `"ok"` for a 200, else its error code) and its time."""
+    LOOKUPS.labels(outcome=outcome_label(outcome_code)).inc()
+    LOOKUP_SECONDS.observe(max(seconds, 0.0))
+
+
+class _HasOutcome(Protocol):
+    @property
+    def outcome(self) -> Any: ...
+
+
+def observe_lookup(fn: Callable[P, _HasOutcome]) -> Callable[P, _HasOutcome]:
+    """Wrap a lookup (e.g. `keys.lookup.selectors.key_lookup`) so each call is counted and timed.
+
+    The view then calls `observe_lookup(key_lookup)(authorization=..., model=...)`, or binds the
+    wrapped function once at import.
+    """
+
+    @wraps(fn)
+    def observed(*args: P.args, **kwargs: P.kwargs) -> _HasOutcome:
+        started = time.perf_counter()
+        result = fn(*args, **kwargs)
+        record_lookup(result.outcome.code, time.perf_counter() - started)
+        return result
+
+    return observed
+
+
+# --- scrape-time collectors -------------------------------------------------------------------
+
+
+_collectors: list[Any] = []
+
+
+def register_collector(collector: Any) -> None:
+    """Add a scrape-time collector (an object with `collect() -> Iterable[Metric]`), once."""
+    if not any(type(c) is type(collector) for c in _collectors):
+        _collectors.append(collector)
+
+
+class TaskFailureCollector:
+    """Task failures, counted in Redis by every process that runs tasks (`buddy.core.tasks`)."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "buddy_task_failures",
+            "Celery tasks that failed for good (after their retries), by task name.",
+            labels=["task"],
+        )
+        r = client()
+        if r is None:
+            counts = dict(local_task_failures)
+        else:
+            try:
+                failures: dict[bytes, bytes] = r.hgetall(TASK_FAILURES_KEY)  # type: ignore[assignment]
+                counts = {t.decode(): int(n) for t, n in failures.items()}
+            except Exception:
+                logger.warning("metrics: Redis unreachable, task failures left out")
+                return []
+        for task, n in sorted(counts.items()):
+            family.add_metric([task], n)
+        return [family]
+
+
+class _ProcessCollector:
+    """This process's own metrics, or every web process's in multiprocess mode."""
+
+    def collect(self) -> Iterator[Metric]:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=directory)
+            yield from registry.collect()
+        else:
+            yield from PROCESS_REGISTRY.collect()
+
+
+def exposition() -> bytes:
+    """The text exposition format of every buddy metric, as `/metrics` serves it."""
+    registry = CollectorRegistry()
+    registry.register(_ProcessCollector())
+    registry.register(TaskFailureCollector())
+    for collector in _collectors:
+        registry.register(collector)
+    return generate_latest(registry)

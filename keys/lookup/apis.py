@@ -1,0 +1,122 @@
+"""`POST /internal/v1/auth/lookup`: the proxy asks which deployment a client's key routes to.
+
+This is buddy's hot path (every chat request of the fleet), so the view is a lean Django view:
+`dispatch` is overridden and none of DRF's request wrapping, content negotiation,
+authentication/permission/throttle classes or renderers run. The class stays an `APIView` only so
+that `@extend_schema` documents it in `/api/schema`. What DRF would have done is done here by
+hand, with the same results: the service token (role `proxy`) is checked first
+(`403 service_auth_failed`), then the JSON body (`400 invalid_json`), then `key_lookup` answers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from buddy.accounts.models import ServiceRole
+from buddy.accounts.selectors import service_token_authenticate_cached
+from buddy.http.errors import error_response
+from buddy.ops import metrics
+from keys.lookup.outcomes import LookupOutcome, LookupResult
+from keys.lookup.selectors import key_lookup
+
+_PROXY = ServiceRole.PROXY.value
+_NO_STORE = "no-store"
+
+
+def _forbidden() -> JsonResponse:
+    response = error_response(
+        403, "service_auth_failed", "A valid service token of the right role is required."
+    )
+    # Not one warning line per refused request: a caller hammering with a wrong token would
+    # otherwise turn each cheap refusal into log volume and CPU.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+class AuthLookupApi(APIView):
+    """The proxy's auth lookup (contract: "Proxy auth lookup")."""
+
+    authentication_classes: list[type] = []
+    permission_classes: list[type] = []
+
+    @extend_schema(
+        operation_id="auth_lookup",
+        summary="Which deployment does a client's API key route to (for the proxy)",
+        request=inline_serializer(
+            "AuthLookupRequest",
+            {
+                "authorization": serializers.CharField(required=False, allow_null=True),
+                "model": serializers.CharField(required=False, allow_null=True),
+            },
+        ),
+        responses={
+            200: inline_serializer(
+                "AuthLookupResponse",
+                {
+                    "deployment_id": serializers.UUIDField(),
+                    "model": serializers.CharField(),
+                    "endpoint_url": serializers.URLField(),
+                    "key_id": serializers.UUIDField(),
+                },
+            ),
+            400: OpenApiResponse(description="invalid_json, missing_api_key, model_mismatch"),
+            401: OpenApiResponse(description="invalid_api_key, revoked_api_key"),
+            403: OpenApiResponse(description="service_auth_failed"),
+            404: OpenApiResponse(description="deployment_not_found"),
+            409: OpenApiResponse(
+                description="deployment_not_ready, deployment_stopped, deployment_failed, "
+                "deployment_terminated"
+            ),
+            429: OpenApiResponse(description="rate_limited (with Retry-After)"),
+        },
+        tags=["internal"],
+    )
+    def post(self, request: HttpRequest) -> HttpResponse:  # documentation only: see dispatch
+        return lookup(request)
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return dispatch_lookup(request)
+
+
+def dispatch_lookup(request: HttpRequest) -> HttpResponse:
+    """The endpoint, method check included (also reached from `keys.lookup.middleware`)."""
+    if request.method != "POST":
+        response = error_response(405, "method_not_allowed", "Method not allowed.")
+        response["Allow"] = "POST"
+        return response
+    return lookup(request)
+
+
+def lookup(request: HttpRequest) -> HttpResponse:
+    started = time.perf_counter()
+    token = service_token_authenticate_cached(authorization=request.META.get("HTTP_AUTHORIZATION"))
+    if token is None or token.role != _PROXY:
+        metrics.record_lookup("service_auth_failed", time.perf_counter() - started)
+        return _forbidden()
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        result = LookupResult(LookupOutcome.INVALID_JSON)
+    else:
+        result = key_lookup(authorization=body.get("authorization"), model=body.get("model"))
+    metrics.record_lookup(result.outcome.code, time.perf_counter() - started)
+    response = HttpResponse(
+        json.dumps(result.body()), status=result.outcome.status, content_type="application/json"
+    )
+    response["Cache-Control"] = _NO_STORE
+    if result.retry_after:
+        response["Retry-After"] = str(result.retry_after)
+    # A refused key is this endpoint's ordinary business, not a server event: Django's
+    # "Unauthorized: /internal/v1/auth/lookup" warning on every refusal would only cost CPU and
+    # log volume on the hot path.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response

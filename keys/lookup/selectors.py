@@ -1,0 +1,193 @@
+"""The proxy's lookup: which deployment does a presented key route to.
+
+It answers with one row of the contract's lookup table. It refuses a malformed key before any I/O,
+answers a cached key from one Redis round trip, and otherwise finds the key by its public id,
+verifies it with one argon2 check, and judges the key and its deployment as they are now (a pack
+that has ended is refused even before the expiry sweep has terminated it).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import uuid
+
+from django.conf import settings
+from django.utils import timezone
+
+from buddy.core.credentials import bearer_token
+from keys import hashing, tokens
+from keys.lookup import cache, limits, usage
+from keys.lookup.outcomes import (
+    KeySnapshot,
+    LookupOutcome,
+    LookupResult,
+    is_permanent_refusal,
+    judge,
+)
+from keys.models import ApiKey
+
+
+def key_snapshot(key: ApiKey) -> KeySnapshot:
+    deployment = key.deployment
+    return KeySnapshot(
+        key_id=str(key.pk),
+        public_id=key.public_id,
+        revoked=key.revoked_at is not None,
+        deployment_id=str(deployment.pk) if deployment else None,
+        deployment_status=deployment.status if deployment else "",
+        model=deployment.model_id if deployment else "",
+        endpoint_url=deployment.endpoint_url if deployment else "",
+        pack_ends_at=deployment.pack_ends_at if deployment else None,
+    )
+
+
+def key_cache_hmac(plaintext: str) -> str:
+    """What a cache entry holds to recognise the full key: HMAC-SHA256 under the server's pepper."""
+    return hmac.new(_pepper(), plaintext.encode(), hashlib.sha256).hexdigest()
+
+
+@functools.cache
+def _pepper_of(value: str) -> bytes:
+    return value.encode()
+
+
+def _pepper() -> bytes:
+    return _pepper_of(settings.BUDDY_LOOKUP_CACHE_PEPPER)
+
+
+def _snapshot_of_entry(public_id: str, entry: cache.Entry) -> KeySnapshot:
+    return KeySnapshot(
+        key_id=entry.key_id,
+        public_id=public_id,
+        revoked=entry.revoked,
+        deployment_id=entry.deployment_id,
+        deployment_status=entry.deployment_status,
+        model=entry.model,
+        endpoint_url=entry.endpoint_url,
+        pack_ends_at=entry.pack_ends_at_datetime,
+    )
+
+
+def _verify(public_id: str, plaintext: str) -> tuple[ApiKey | None, LookupOutcome | None, int]:
+    """The key row if the plaintext verifies; else the refusal and its Retry-After.
+
+    A malformed key never gets here; an unknown public id costs one indexed query and no argon2.
+    """
+    key = (
+        ApiKey.objects.filter(public_id=public_id)
+        .only("pk", "public_id", "secret_hash", "deployment_id")
+        .first()
+    )
+    if key is None:
+        return None, LookupOutcome.INVALID_API_KEY, 0
+    failed, retry_after = limits.failures(public_id)
+    if failed >= settings.BUDDY_LOOKUP_FAILURE_LIMIT:
+        return None, LookupOutcome.RATE_LIMITED, retry_after
+    slots = limits.verify_slots.get()
+    if not slots.acquire(timeout=settings.BUDDY_LOOKUP_VERIFY_WAIT_SECONDS):
+        # Every verification slot stayed busy: refuse rather than queue without bound.
+        return None, LookupOutcome.RATE_LIMITED, 1
+    try:
+        ok = hashing.verify_key(key.secret_hash, plaintext)
+    finally:
+        slots.release()
+    if not ok:
+        limits.failure_record(public_id)
+        return None, LookupOutcome.INVALID_API_KEY, 0
+    return key, None, 0
+
+
+def _fresh_snapshot(key_pk: uuid.UUID | str) -> KeySnapshot | None:
+    key = (
+        ApiKey.objects.select_related("deployment")
+        .only(
+            "pk",
+            "public_id",
+            "revoked_at",
+            "deployment__id",
+            "deployment__status",
+            "deployment__model_id",
+            "deployment__endpoint_url",
+            "deployment__pack_ends_at",
+        )
+        .filter(pk=key_pk)
+        .first()
+    )
+    return None if key is None else key_snapshot(key)
+
+
+def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
+    """The proxy's lookup: the one entry point every caller (internal API, gateway) uses.
+
+    1. Parse and checksum the key (no I/O): malformed answers 401 at once.
+    2. One Redis round trip (`cache.read`): the key's entry and its guards. An entry whose
+       HMAC matches the presented key identifies it without argon2; if the guards are clear (no
+       tombstone, same generation) it also answers without SQL.
+    3. Otherwise the key is verified (once per cache lifetime: argon2 under a rate limit and a
+       bound on concurrent verifications), the guards are read, *then* the database, and the
+       answer is filled into the cache only if the guards have not moved (see `keys.lookup`).
+    With Redis unreachable, every lookup takes step 3 against PostgreSQL alone.
+    """
+    credential = bearer_token(authorization)
+    if credential is None:
+        return LookupResult(LookupOutcome.MISSING_API_KEY)
+    try:
+        parsed = tokens.parse(credential)
+    except tokens.MalformedKey:
+        return LookupResult(LookupOutcome.INVALID_API_KEY)
+    public_id = parsed.public_id
+    key_hmac = key_cache_hmac(parsed.plaintext)
+
+    cached = cache.read(public_id)
+    entry = cached.entry if cached is not None else None
+    identified = entry is not None and hmac.compare_digest(entry.key_hmac, key_hmac)
+    if identified:
+        assert entry is not None
+        snapshot = _snapshot_of_entry(public_id, entry)
+        guards = cached.guards if cached is not None else None
+        fresh = guards is not None and guards.clear and guards.generation == entry.generation
+        if fresh or is_permanent_refusal(snapshot):
+            result = LookupResult(judge(snapshot, model=model, now=timezone.now()), snapshot)
+            if result.ok:
+                usage.recorder.record(public_id)
+            return result
+        key_pk: uuid.UUID | str = entry.key_id
+        deployment_id = entry.deployment_id
+    else:
+        key, refusal, retry_after = _verify(public_id, parsed.plaintext)
+        if key is None:
+            return LookupResult(refusal or LookupOutcome.INVALID_API_KEY, retry_after=retry_after)
+        key_pk = key.pk
+        deployment_id = str(key.deployment_id) if key.deployment_id else None
+        guards = None
+
+    # The guards are read before the database; a fill under them cannot outlive a change that
+    # commits after this point (`keys.lookup`'s docstring has the argument).
+    if guards is None or not identified:
+        guards = cache.guards(public_id, deployment_id)
+    from_database = _fresh_snapshot(key_pk)
+    if from_database is None:  # the key row itself is gone
+        return LookupResult(LookupOutcome.INVALID_API_KEY)
+    snapshot = from_database
+    result = LookupResult(judge(snapshot, model=model, now=timezone.now()), snapshot)
+    if guards is not None:
+        cache.fill(
+            public_id,
+            cache.Entry(
+                key_hmac=key_hmac,
+                key_id=snapshot.key_id,
+                deployment_id=snapshot.deployment_id,
+                generation=guards.generation,
+                revoked=snapshot.revoked,
+                deployment_status=snapshot.deployment_status,
+                model=snapshot.model,
+                endpoint_url=snapshot.endpoint_url,
+                pack_ends_at=snapshot.pack_ends_at.timestamp() if snapshot.pack_ends_at else None,
+            ),
+            live=not is_permanent_refusal(snapshot),
+        )
+    if result.ok:
+        usage.recorder.record(public_id)
+    return result
