@@ -16,5 +16,6 @@ if settings.DEBUG:
     application = ASGIStaticFilesHandler(application)
 
 from buddy.core.embedded import start_scheduler  # noqa: E402
+from buddy.core.tasks import app  # noqa: E402
 
-start_scheduler()
+start_scheduler(app)

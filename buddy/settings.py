@@ -147,12 +147,14 @@ CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Redis and Celery -------------------------------------------------------------------------
-# Without REDIS_URL (the embedded default) tasks run in-process right after the commit that
-# scheduled them, and the periodic work runs in a thread of the web process.
 REDIS_URL = env.str("REDIS_URL", default="")
+# The mode, decided here once: without REDIS_URL buddy runs as the embedded default, whose every
+# difference from production is listed in `buddy.core.embedded` (buddy's Redis in the process,
+# tasks in-process right after the commit that sends them, the schedule in a thread).
+EMBEDDED = not REDIS_URL
 
-CELERY_BROKER_URL = REDIS_URL or "memory://"
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_BROKER_URL = "memory://" if EMBEDDED else REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = EMBEDDED
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -182,7 +184,7 @@ CELERY_TIMEZONE = "UTC"
 # The worker logs through LOGGING above (JSON, redacted) instead of installing its own handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
-if REDIS_URL:
+if not EMBEDDED:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -399,5 +401,5 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS},
     },
 }
-# Without Redis there is no beat process: the web process runs the same schedule in a thread.
-BUDDY_EMBEDDED_SCHEDULER = _bool("BUDDY_EMBEDDED_SCHEDULER", not REDIS_URL)
+# The embedded default has no beat process: the web process runs the same schedule in a thread.
+BUDDY_EMBEDDED_SCHEDULER = _bool("BUDDY_EMBEDDED_SCHEDULER", EMBEDDED)

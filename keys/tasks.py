@@ -8,7 +8,6 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from buddy.core.redis import client
 from buddy.core.tasks import BuddyTask
 from deployments.selectors import deployment_list_ended
 from keys import services
@@ -66,6 +65,4 @@ def flush_last_used() -> int:
         except Exception:
             usage.used_restore(used)
             raise
-    # Without Redis, the web processes write it themselves; this flushes this process' own.
-    written += usage.recorder.flush() if client() is None else 0
     return written

@@ -153,8 +153,8 @@ def test_task_failures_are_counted_across_processes_through_redis(client):
     assert core_redis.client().hget(TASK_FAILURES_KEY, "tests.always_fails") == b"2"
 
 
-def test_task_failures_are_counted_in_process_without_redis(client):
-    with override_settings(REDIS_URL=""):
+def test_task_failures_are_counted_in_the_in_process_redis_without_redis_url(client):
+    with override_settings(REDIS_URL="", EMBEDDED=True):
         core_redis.client.cache_clear()
         try:
             before = _scrape(client).get("buddy_task_failures_total", {})

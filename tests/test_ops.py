@@ -3,6 +3,7 @@ from django.test import override_settings
 
 from buddy.accounts.selectors import service_token_authenticate
 from buddy.accounts.services import service_token_create, service_token_revoke
+from buddy.core import redis as core_redis
 
 
 def test_healthz_needs_no_auth_and_no_io(client):
@@ -107,8 +108,6 @@ def private_redis():
 
 @pytest.mark.django_db
 def test_readyz_answers_503_when_redis_goes_down(client, private_redis):
-    from buddy.core import redis as core_redis
-
     url, process = private_redis
     with override_settings(REDIS_URL=url):
         core_redis.client.cache_clear()
@@ -124,3 +123,16 @@ def test_readyz_answers_503_when_redis_goes_down(client, private_redis):
     assert "redis" in response.json()["error"]["message"]
     # Liveness does no I/O: the process is alive whatever Redis says.
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_readyz_answers_200_in_the_embedded_mode(client):
+    """Without REDIS_URL buddy's Redis is the in-process one, which is always there to answer."""
+    with override_settings(REDIS_URL="", EMBEDDED=True):
+        core_redis.client.cache_clear()
+        try:
+            response = client.get("/readyz")
+        finally:
+            core_redis.client.cache_clear()
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": True, "redis": True}

@@ -1,6 +1,9 @@
-"""The one Redis client of buddy's own data (lookup cache, counters) and the breaker in front of it.
+"""The one Redis client of buddy's own data (lookup cache, counters, last use, task failures) and
+the one breaker class in front of whatever buddy calls that may be down (Redis, the broker).
 
-The Celery broker is the same server, reached through kombu; this client is for everything else.
+There is always a client: the server at `REDIS_URL`, or in the embedded default the in-process
+one (`buddy.core.embedded`), so callers have one code path and handle only Redis errors. The
+Celery broker is the same server, reached through kombu; this client is for everything else.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from functools import cache
 import redis
 from django.conf import settings
 
+from buddy.core import embedded
+
 logger = logging.getLogger(__name__)
 
 
 @cache
-def client() -> redis.Redis | None:
-    if not settings.REDIS_URL:
-        return None
+def client() -> redis.Redis:
+    """buddy's Redis, made once per process (tests that change the settings call `cache_clear`)."""
+    if settings.EMBEDDED:
+        return embedded.in_process_redis()
     return redis.Redis.from_url(
         settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
     )
@@ -44,7 +50,7 @@ class Breaker:
         return time.monotonic() < self.down_until
 
     def available(self) -> redis.Redis | None:
-        """The client, or None while the breaker is open (or there is no Redis)."""
+        """The client, or None while the breaker is open."""
         return None if self.is_open else client()
 
     def trip(self, exc: Exception) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from typing import Any
 
 import redis
@@ -86,17 +85,11 @@ def enqueue_on_commit(task_name: str, *args: object) -> None:
 # --- failures ------------------------------------------------------------------------------------
 
 TASK_FAILURES_KEY = "buddy:metrics:task_failures"
-# Without Redis (embedded default) tasks run in the web process: their failures are counted here.
-local_task_failures: Counter[str] = Counter()
 
 
 def record_task_failure(task_name: str) -> None:
-    r = client()
-    if r is None:
-        local_task_failures[task_name] += 1
-        return
     try:
-        r.hincrby(TASK_FAILURES_KEY, task_name, 1)
+        client().hincrby(TASK_FAILURES_KEY, task_name, 1)
     except redis.RedisError:
         logger.warning("could not count a failure of task %s: Redis unreachable", task_name)
 

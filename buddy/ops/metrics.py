@@ -12,8 +12,8 @@ Three sources, chosen so that every web worker answers a scrape with the same, w
   of truth, so no process restart or lost increment can make them drift.
 - **Task failures** happen in the Celery worker, another process (often another container): the
   `task_failure` signal increments a hash in Redis, read at scrape time. A Redis restart resets it,
-  which Prometheus' `rate()` treats as a counter reset. Without Redis (embedded default: tasks run
-  in the web process) they are counted in this process.
+  which Prometheus' `rate()` treats as a counter reset. (The embedded default counts them the same
+  way, in its in-process Redis.)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from buddy.core.redis import client
-from buddy.core.tasks import TASK_FAILURES_KEY, local_task_failures
+from buddy.core.tasks import TASK_FAILURES_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -122,16 +122,12 @@ class TaskFailureCollector:
             "Celery tasks that failed for good (after their retries), by task name.",
             labels=["task"],
         )
-        r = client()
-        if r is None:
-            counts = dict(local_task_failures)
-        else:
-            try:
-                failures: dict[bytes, bytes] = r.hgetall(TASK_FAILURES_KEY)  # type: ignore[assignment]
-                counts = {t.decode(): int(n) for t, n in failures.items()}
-            except Exception:
-                logger.warning("metrics: Redis unreachable, task failures left out")
-                return []
+        try:
+            failures: dict[bytes, bytes] = client().hgetall(TASK_FAILURES_KEY)  # type: ignore[assignment]
+            counts = {t.decode(): int(n) for t, n in failures.items()}
+        except Exception:
+            logger.warning("metrics: Redis unreachable, task failures left out")
+            return []
         for task, n in sorted(counts.items()):
             family.add_metric([task], n)
         return [family]

@@ -59,6 +59,7 @@ that was only out of reach (a blip, or unreachable *for the writer* only) hides 
 kept as soon as it answers that process again. If that process dies first, an entry filled before
 the revoke may answer until it expires (at most the entry TTL).
 
-Without Redis (the embedded default) there is no lookup cache, so there is nothing to guard; the
-failure counters then live in the process.
+The embedded default runs all of this unchanged against its in-process Redis
+(`buddy.core.embedded`), which lives and dies with its one process: nothing there can be out of
+reach, evicted or restored from a snapshot.
 """

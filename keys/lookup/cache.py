@@ -154,7 +154,9 @@ _READ_SHA = hashlib.sha1(_READ.encode()).hexdigest()  # noqa: S324 - Redis names
 
 class _HotConnection(threading.local):
     """One Redis connection per thread for the hit path, used without the pool's and the
-    command layer's bookkeeping (which cost more CPU than the round trip itself)."""
+    command layer's bookkeeping (which cost more CPU than the round trip itself). It is made by
+    the client's own connection class, so the embedded default's in-process Redis (fakeredis,
+    whose connections speak the same `send_command`/`read_response`) takes this path too."""
 
     conn: redis.connection.AbstractConnection | None = None
     owner: redis.Redis | None = None

@@ -28,11 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def _set_tombstone(name: str) -> None:
-    r = client()
-    if r is None:
-        return
     try:
-        r.set(name, b"1", ex=TOMBSTONE_TTL_SECONDS)
+        client().set(name, b"1", ex=TOMBSTONE_TTL_SECONDS)
     except redis.RedisError:
         # Redis unreachable: lookups then answer from PostgreSQL, which holds the truth. But a
         # Redis that was only out of reach (a blip, a partition) still holds the entries filled
@@ -81,8 +78,7 @@ class _TombstoneRetrier:
             r = client()
             for name, give_up in items:
                 try:
-                    if r is not None:
-                        r.set(name, b"1", ex=TOMBSTONE_TTL_SECONDS)
+                    r.set(name, b"1", ex=TOMBSTONE_TTL_SECONDS)
                     done = True
                 except redis.RedisError:
                     done = time.monotonic() > give_up
@@ -106,11 +102,8 @@ def tombstone_deployment(deployment_id: object) -> None:
 
 
 def _bump(deployment_id: object) -> None:
-    r = client()
-    if r is None:
-        return
     try:
-        r.incr(deployment_generation(deployment_id))
+        client().incr(deployment_generation(deployment_id))
     except redis.RedisError:
         logger.warning("lookup cache unreachable while bumping a deployment generation")
 

@@ -17,7 +17,8 @@ def failure_counter(public_id: str) -> str:
 
 
 class _LocalCounters:
-    """Failure counters of one process, for when there is no Redis (or it cannot answer)."""
+    """Failure counters of one process, for while Redis cannot answer (the breaker is open or a
+    call failed): the limit then holds per process instead of not at all."""
 
     def __init__(self, max_size: int = 100_000) -> None:
         self.lock = threading.Lock()

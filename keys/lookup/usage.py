@@ -1,5 +1,6 @@
 """Last use of keys: recorded by lookups in the process, handed to Redis in batches by a thread,
-and written to the database by beat (`keys.flush_last_used`)."""
+and written to the database by beat (`keys.flush_last_used`; in the embedded default, by its
+scheduler, from its in-process Redis)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ USED_SET = f"{PREFIX}used"
 
 class _UsageRecorder:
     """Last use of keys, gathered in the process and flushed every few seconds by a thread:
-    to the Redis sorted set `used` (beat writes it to the database), or without Redis straight to
-    the database (at most one write per key per flush interval)."""
+    to the Redis sorted set `used` (beat writes it to the database), or while Redis cannot answer
+    straight to the database (at most one write per key per flush interval)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -59,17 +60,16 @@ class _UsageRecorder:
         return pending
 
     def flush(self) -> int:
-        """Hand what was gathered on (Redis, or the database without it); returns how many."""
+        """Hand what was gathered on (to Redis, or to the database while Redis cannot answer);
+        returns how many."""
         pending = self.take()
         if not pending:
             return 0
-        r = client()
-        if r is not None:
-            try:
-                r.zadd(USED_SET, pending, gt=True)
-                return len(pending)
-            except redis.RedisError:
-                logger.warning("lookup cache unreachable; writing last use to the database")
+        try:
+            client().zadd(USED_SET, pending, gt=True)
+            return len(pending)
+        except redis.RedisError:
+            logger.warning("lookup cache unreachable; writing last use to the database")
         try:
             return services.key_touch_last_used(used=_as_datetimes(pending))
         finally:
@@ -86,10 +86,7 @@ recorder = _UsageRecorder()
 
 def used_take(limit: int = 10_000) -> dict[str, datetime]:
     """Take up to `limit` recorded last uses out of Redis (each is taken exactly once)."""
-    r = client()
-    if r is None:
-        return {}
-    with r.pipeline(transaction=True) as pipe:
+    with client().pipeline(transaction=True) as pipe:
         pipe.zrange(USED_SET, 0, limit - 1, withscores=True)
         pipe.zremrangebyrank(USED_SET, 0, limit - 1)
         taken, _removed = pipe.execute()
@@ -98,6 +95,5 @@ def used_take(limit: int = 10_000) -> dict[str, datetime]:
 
 def used_restore(used: dict[str, datetime]) -> None:
     """Put taken last uses back (the database write failed); newer ones already there win."""
-    r = client()
-    if r is not None and used:
-        r.zadd(USED_SET, {pid: at.timestamp() for pid, at in used.items()}, gt=True)
+    if used:
+        client().zadd(USED_SET, {pid: at.timestamp() for pid, at in used.items()}, gt=True)

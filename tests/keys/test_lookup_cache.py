@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 
+import fakeredis
 import pytest
 import redis
 import time_machine
@@ -21,7 +22,6 @@ from buddy.accounts.selectors import service_token_authenticate_cached, service_
 from buddy.accounts.services import service_token_create, service_token_revoke
 from buddy.core import redis as core_redis
 from deployments import services as deployment_services
-from deployments.models import Deployment
 from keys import hashing, services, tasks, tokens
 from keys.lookup import cache as lookup_cache
 from keys.lookup import limits, usage
@@ -462,13 +462,68 @@ def test_lookups_answer_correctly_from_postgresql_when_redis_is_unreachable(
             lookup_cache.breaker.reset()
 
 
-def test_without_redis_at_all_the_lookup_answers_from_postgresql(live_key, ready_deployment):
+def _embedded_mode():
+    """The settings of the embedded default (`make run`: no REDIS_URL)."""
+    return override_settings(REDIS_URL="", EMBEDDED=True)
+
+
+def test_without_redis_url_the_lookup_answers_through_the_in_process_redis(
+    live_key, ready_deployment
+):
     _, plaintext = live_key
-    with override_settings(REDIS_URL=""):
+    with _embedded_mode():
         core_redis.client.cache_clear()
         try:
             assert outcome(plaintext) is O.OK
-            Deployment.objects.filter(pk=ready_deployment.pk).update(status="failed")
+            deployment_services.deployment_fail(deployment_id=ready_deployment.pk, actor="t")
             assert outcome(plaintext) is O.DEPLOYMENT_FAILED
         finally:
             core_redis.client.cache_clear()
+
+
+def test_the_embedded_mode_runs_the_production_lookup_cache_and_last_use_in_process(
+    live_key, argon2_calls, django_assert_num_queries
+):
+    """Without REDIS_URL the lookup cache, its guards, the failure counter and last use (recorder
+    -> Redis sorted set -> `keys.flush_last_used`) are the production code on the in-process
+    Redis; the Redis at the test's REDIS_URL sees none of it."""
+    key, plaintext = live_key
+    real = redis.Redis.from_url(settings.REDIS_URL)
+    with _embedded_mode():
+        core_redis.client.cache_clear()
+        try:
+            in_process = core_redis.client()
+            assert isinstance(in_process, fakeredis.FakeRedis)
+            assert core_redis.client() is in_process  # one client, so one server, per process
+
+            # The lookup cache: a verified lookup fills it, the next ones answer from it.
+            assert outcome(plaintext) is O.OK
+            with django_assert_num_queries(0):
+                assert outcome(plaintext) is O.OK
+                assert outcome(plaintext, "qwen3.6:27b") is O.MODEL_MISMATCH
+            assert len(argon2_calls) == 1
+            assert in_process.exists(lookup_cache.entry_name(key.public_id))
+
+            # Last use: the recorder hands it to the sorted set, the periodic task writes it.
+            assert usage.recorder.flush() == 1
+            assert in_process.zscore(usage.USED_SET, key.public_id) is not None
+            key.refresh_from_db()
+            assert key.last_used_at is None
+            assert tasks.flush_last_used() == 1
+            key.refresh_from_db()
+            assert key.last_used_at is not None
+            assert tasks.flush_last_used() == 0
+
+            # Failed verifications are counted there too.
+            head = "ob_sk_" + key.public_id + "q" * 30
+            assert outcome(head + tokens.checksum(head)) is O.INVALID_API_KEY
+            assert limits.failures(key.public_id)[0] == 1
+            assert in_process.exists(limits.failure_counter(key.public_id))
+
+            # A revoke's tombstone reaches the cached entry.
+            services.key_revoke(key_id=key.pk, actor="t")
+            assert in_process.exists(lookup_cache.key_tombstone(key.public_id))
+            assert outcome(plaintext) is O.REVOKED_API_KEY
+        finally:
+            core_redis.client.cache_clear()
+    assert list(real.scan_iter(match=f"{lookup_cache.PREFIX}*")) == []
