@@ -158,19 +158,3 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
     """Django's CSRF_FAILURE_VIEW (outside DRF): the contract's `csrf_failed`."""
     return error_response(errors.CSRF_FAILED)
-
-
-def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(errors.BAD_REQUEST)
-
-
-def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(errors.PERMISSION_DENIED)
-
-
-def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(errors.NOT_FOUND)
-
-
-def handler500(request: HttpRequest) -> JsonResponse:
-    return error_response(errors.SERVER_ERROR)
