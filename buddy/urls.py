@@ -1,3 +1,7 @@
+"""The project's URLs. No `handler400..500` here: Django's own error pages (unknown URL, bad Host
+header, an exception outside a view) are turned into the contract's JSON body by
+`buddy.http.middleware.JsonErrorsMiddleware`, with DEBUG on or off."""
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularSwaggerView
@@ -17,8 +21,3 @@ urlpatterns = [
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),
 ]
-
-handler400 = "buddy.http.errors.handler400"
-handler403 = "buddy.http.errors.handler403"
-handler404 = "buddy.http.errors.handler404"
-handler500 = "buddy.http.errors.handler500"

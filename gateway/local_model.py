@@ -25,12 +25,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from buddy.core import errors
 from buddy.core.credentials import bearer_token
 from buddy.core.errors import DomainError
-from buddy.http.errors import error_response
+from buddy.http.errors import domain_error_response, error_response
 from deployments.selectors import template_list_active
 from gateway.validation import parse_json_object, validate_chat_request
-from gateway.views import SSE_HEADERS, domain_error_response, method_not_allowed
+from gateway.views import SSE_HEADERS, method_not_allowed
 
 EMPTY_REPLY = "(empty message)"
 
@@ -74,12 +75,12 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 def _refusal(request: HttpRequest) -> HttpResponse | None:
     if not settings.BUDDY_LOCAL_MODEL_ENABLED:
-        return error_response(404, "not_found", "Not found.")
+        return error_response(errors.NOT_FOUND)
     expected = settings.BUDDY_UPSTREAM_API_KEY
     if expected:
         presented = bearer_token(request.headers.get("Authorization")) or ""
         if not hmac.compare_digest(presented.encode(), expected.encode()):
-            return error_response(401, "invalid_api_key", "Invalid upstream credential.")
+            return error_response(errors.INVALID_API_KEY, message="Invalid upstream credential.")
     return None
 
 

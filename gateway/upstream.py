@@ -13,10 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 from django.conf import settings
+
+from buddy.core import errors
+from buddy.core.errors import DomainError, ErrorEntry
 
 # How much of an upstream's error body is read to find its message.
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -29,22 +33,21 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient
 )
 
 
-class UpstreamFailure(Exception):
+class UpstreamFailure(DomainError):
+    """What the gateway answers for a failed upstream call: 502 `upstream_error` unless told
+    otherwise, with the upstream's `Retry-After` when it relays a 429."""
+
+    entry = errors.UPSTREAM_ERROR
+
     def __init__(
-        self,
-        message: str,
-        *,
-        status: int = 502,
-        code: str = "upstream_error",
-        error_type: str = "server_error",
-        retry_after: str | None = None,
+        self, message: str, *, entry: ErrorEntry | None = None, retry_after: str | None = None
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-        self.error_type = error_type
+        super().__init__(message, entry=entry)
         self.retry_after = retry_after
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": self.retry_after} if self.retry_after else {}
 
 
 def _client() -> httpx.AsyncClient:
@@ -87,9 +90,7 @@ def chat_completions_url(endpoint_url: str) -> str:
 def transport_failure(exc: httpx.HTTPError) -> UpstreamFailure:
     """What the gateway answers when talking to the upstream failed (no answer, or cut short)."""
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamFailure(
-            "The model server did not answer in time.", status=504, code="upstream_timeout"
-        )
+        return UpstreamFailure(errors.UPSTREAM_TIMEOUT.message, entry=errors.UPSTREAM_TIMEOUT)
     return UpstreamFailure(f"The model server could not be reached ({type(exc).__name__}).")
 
 
@@ -118,14 +119,10 @@ def status_failure(response: httpx.Response, content: bytes) -> UpstreamFailure:
     if relayed == 429:
         return UpstreamFailure(
             message,
-            status=429,
-            code="upstream_rate_limited",
-            error_type="rate_limit_error",
+            entry=errors.UPSTREAM_RATE_LIMITED,
             retry_after=response.headers.get("Retry-After"),
         )
-    return UpstreamFailure(
-        message, status=400, code="upstream_rejected", error_type="invalid_request_error"
-    )
+    return UpstreamFailure(message, entry=errors.UPSTREAM_REJECTED)
 
 
 async def chat_completion(*, endpoint_url: str, body: dict[str, Any]) -> bytes:

@@ -12,15 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from buddy.core import errors
 from buddy.core.errors import DomainError, ValidationFailed
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 class InvalidJson(DomainError):
-    status_code = 400
-    code = "invalid_json"
-    default_message = "The body is not a valid JSON object."
+    entry = errors.INVALID_JSON.saying("The body is not a valid JSON object.")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ key learns anything about the body, and nothing reaches a model server that fail
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,8 +31,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from buddy.core import errors
 from buddy.core.errors import DomainError
-from buddy.http.errors import error_body, error_response
+from buddy.http.errors import domain_error_response, error_json, error_response
 from deployments.selectors import deployment_get
 from gateway import upstream
 from gateway.validation import parse_json_object, validate_chat_request
@@ -67,59 +67,30 @@ _created_at = sync_to_async(_deployment_created_at, thread_sensitive=False)
 
 
 def lookup_error_response(result: LookupResult) -> JsonResponse:
-    body = result.body()
-    if result.outcome is LookupOutcome.MODEL_MISMATCH:
-        body["error"]["param"] = "model"
-    response = JsonResponse(body, status=result.outcome.status)
-    if result.outcome is LookupOutcome.RATE_LIMITED and result.retry_after is not None:
-        response["Retry-After"] = str(result.retry_after)
-    if result.outcome.status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="buddy"'
-    return response
-
-
-def domain_error_response(exc: DomainError) -> JsonResponse:
-    fields = getattr(exc, "fields", None)
-    return JsonResponse(
-        error_body(
-            status=exc.status_code,
-            code=exc.code,
-            message=exc.message,
-            param=next(iter(fields), None) if fields else None,
-            fields=fields,
-            error_type=exc.error_type,
-        ),
-        status=exc.status_code,
-    )
-
-
-def upstream_error_response(failure: upstream.UpstreamFailure) -> JsonResponse:
-    headers = {"Retry-After": failure.retry_after} if failure.retry_after else None
+    """The lookup's refusal, as the gateway answers it (OpenAI's habits: `param` names the model,
+    a 401 says how to authenticate, a 429 when to retry)."""
+    outcome = result.outcome
+    assert outcome.error is not None, "a refusal has an error"
+    headers: dict[str, str] = {}
+    if outcome is LookupOutcome.RATE_LIMITED and result.retry_after is not None:
+        headers["Retry-After"] = str(result.retry_after)
+    if outcome.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="buddy"'
     return error_response(
-        failure.status,
-        failure.code,
-        failure.message,
+        outcome.error,
+        param="model" if outcome is LookupOutcome.MODEL_MISMATCH else None,
         headers=headers,
-        error_type=failure.error_type,
     )
 
 
 def method_not_allowed(allowed: str) -> JsonResponse:
-    return error_response(
-        405, "method_not_allowed", "Method not allowed.", headers={"Allow": allowed}
-    )
+    return error_response(errors.METHOD_NOT_ALLOWED, headers={"Allow": allowed})
 
 
-def sse_error(failure: upstream.UpstreamFailure) -> bytes:
+def sse_error(failure: DomainError) -> bytes:
     """An error after the stream has started: the status is sent, so it goes in an event (the
     OpenAI SDKs raise an APIError for a `data:` event that carries `error`)."""
-    body = error_body(
-        status=failure.status,
-        code=failure.code,
-        message=failure.message,
-        error_type=failure.error_type,
-    )
-    return f"data: {json.dumps(body)}\n\n".encode()
+    return b"data: " + error_json(failure.entry, message=failure.message) + b"\n\n"
 
 
 async def relay_stream(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -140,7 +111,7 @@ async def _read_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
     try:
         raw = request.body
     except RequestDataTooBig:
-        return error_response(413, "request_too_large", "The request body is too large.")
+        return error_response(errors.REQUEST_TOO_LARGE, message="The request body is too large.")
     try:
         return parse_json_object(raw)
     except DomainError as exc:
@@ -174,10 +145,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         logger.warning(
             "upstream of deployment %s failed: %s %s",
             result.snapshot.deployment_id,
-            exc.status,
-            exc.code,
+            exc.entry.status,
+            exc.entry.code,
         )
-        return upstream_error_response(exc)
+        return domain_error_response(exc)
     return StreamingHttpResponse(
         relay_stream(response),
         content_type=response.headers.get("Content-Type", "text/event-stream"),

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from buddy.accounts.models import ServiceRole
 from buddy.accounts.selectors import service_token_authenticate
+from buddy.core import errors
 
 
 class ServicePrincipal:
@@ -67,9 +68,9 @@ class IsProvisioner(_HasRole):
 
 
 class ServiceAuthFailed(APIException):
-    status_code = 403
-    default_code = "service_auth_failed"
-    default_detail = "A valid service token of the right role is required."
+    status_code = errors.SERVICE_AUTH_FAILED.status
+    default_code = errors.SERVICE_AUTH_FAILED.code
+    default_detail = errors.SERVICE_AUTH_FAILED.message
 
 
 class InternalApiView(APIView):

@@ -85,7 +85,7 @@ def apply_each(
 
 
 def _reason(exc: DomainError) -> str:
-    fields = exc.extra.get("fields") if isinstance(exc.extra, dict) else None
+    fields = exc.fields
     if fields:
         return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in fields.items())
     return exc.message

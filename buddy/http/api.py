@@ -15,6 +15,8 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from buddy.core import errors
+
 
 class StrictJSONParser(JSONParser):
     """DRF's JSON parser (which already refuses NaN and Infinity), also refusing bodies nested
@@ -51,9 +53,9 @@ class JsonNegotiation(DefaultContentNegotiation):
 
 
 class CsrfFailed(exceptions.APIException):
-    status_code = 403
-    default_code = "csrf_failed"
-    default_detail = "CSRF verification failed."
+    status_code = errors.CSRF_FAILED.status
+    default_code = errors.CSRF_FAILED.code
+    default_detail = errors.CSRF_FAILED.message
 
 
 class CsrfSessionAuthentication(SessionAuthentication):

@@ -1,16 +1,20 @@
-"""One shape for every error of every endpoint (the contract's, OpenAI's):
+"""The one renderer of errors: a catalogue entry (`buddy.core.errors`) becomes the contract's body
 
     {"error": {"message", "type", "code", "param"}}   (+ "fields" for validation errors)
 
-`api_exception_handler` serves DRF views; `handler400/403/404/500` and `csrf_failure` serve what
-Django answers outside DRF, so no HTML error page or stack trace reaches a client, whatever DEBUG
-says.
+`error_body` is that shape; `error_response` the JsonResponse of it; `domain_error_response` the
+answer to a DomainError. Every producer answers through them: DRF's exception handler below, the
+JSON-errors middleware (which also turns Django's own HTML error pages into this body, whatever
+DEBUG says), `csrf_failure`, the proxy lookup, the gateway (its SSE error event included) and
+readyz.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -19,51 +23,55 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from buddy.core.errors import DomainError
+from buddy.core import errors
+from buddy.core.errors import DomainError, ErrorEntry
 
 logger = logging.getLogger("buddy.core.errors")
 
-# OpenAI's types, as the contract lists them: 401 and 403 (missing, wrong or insufficient
-# credentials, CSRF) are authentication errors; every other 4xx is an invalid request.
-_TYPE_OF_STATUS = {
-    401: "authentication_error",
-    403: "authentication_error",
-    429: "rate_limit_error",
-}
-
 
 def error_body(
+    entry: ErrorEntry,
     *,
-    status: int,
-    code: str,
-    message: str,
+    message: str | None = None,
     param: str | None = None,
-    fields: dict[str, Any] | None = None,
-    error_type: str | None = None,
+    fields: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
+    """The contract's body for `entry`; `param` defaults to the first field in error."""
     error: dict[str, Any] = {
-        "message": message,
-        "type": error_type
-        or _TYPE_OF_STATUS.get(
-            status, "server_error" if status >= 500 else "invalid_request_error"
-        ),
-        "code": code,
-        "param": param,
+        "message": entry.message if message is None else message,
+        "type": entry.type,
+        "code": entry.code,
+        "param": param if param is not None or not fields else next(iter(fields)),
     }
     if fields is not None:
         error["fields"] = fields
     return {"error": error}
 
 
+def error_json(entry: ErrorEntry, *, message: str | None = None, param: str | None = None) -> bytes:
+    """The body as JSON bytes (`json.dumps`, as JsonResponse writes it): for bodies rendered once
+    ahead of time, and for an SSE event."""
+    return json.dumps(error_body(entry, message=message, param=param)).encode()
+
+
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+    entry: ErrorEntry,
+    *,
+    message: str | None = None,
+    param: str | None = None,
+    fields: Mapping[str, list[str]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JsonResponse:
     response = JsonResponse(
-        error_body(status=status, code=code, message=message, **extra), status=status
+        error_body(entry, message=message, param=param, fields=fields), status=entry.status
     )
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def domain_error_response(exc: DomainError) -> JsonResponse:
+    return error_response(exc.entry, message=exc.message, fields=exc.fields, headers=exc.headers)
 
 
 def _flatten(detail: Any) -> dict[str, list[str]]:
@@ -94,6 +102,19 @@ def _validation_fields(detail: Any) -> dict[str, list[str]]:
     return fields
 
 
+# DRF's exceptions by class, as the catalogue names them (others go by their `default_code`).
+_ENTRY_OF_DRF_EXCEPTION: dict[type[drf.APIException], ErrorEntry] = {
+    drf.NotAuthenticated: errors.NOT_AUTHENTICATED,
+    drf.AuthenticationFailed: errors.AUTHENTICATION_FAILED,
+    drf.PermissionDenied: errors.PERMISSION_DENIED,
+    drf.NotFound: errors.NOT_FOUND,
+    drf.MethodNotAllowed: errors.METHOD_NOT_ALLOWED,
+    drf.NotAcceptable: errors.NOT_ACCEPTABLE,
+    drf.UnsupportedMediaType: errors.UNSUPPORTED_MEDIA_TYPE,
+    drf.Throttled: errors.RATE_LIMITED,
+}
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception of a DRF view becomes the contract's body.
 
@@ -101,18 +122,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     changes nothing.
     """
     set_rollback()
-    headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
-        fields = getattr(exc, "fields", None)
-        body = error_body(
-            status=exc.status_code,
-            code=exc.code,
-            message=exc.message,
-            fields=fields,
-            param=next(iter(fields), None) if fields else None,
-            error_type=exc.error_type,
-        )
-        return Response(body, status=exc.status_code)
+        body = error_body(exc.entry, message=exc.message, fields=exc.fields)
+        return Response(body, status=exc.entry.status, headers=dict(exc.headers) or None)
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -120,62 +132,29 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
     if isinstance(exc, drf.ValidationError):
         fields = _validation_fields(exc.detail)
-        body = error_body(
-            status=400,
-            code="validation_error",
-            message="The request is not valid.",
-            fields=fields,
-            param=next(iter(fields), None),
-        )
-        return Response(body, status=400)
+        entry = errors.VALIDATION_ERROR
+        return Response(error_body(entry, fields=fields), status=entry.status)
     if isinstance(exc, drf.ParseError):
-        body = error_body(status=400, code="invalid_json", message="The body is not valid JSON.")
-        return Response(body, status=400)
+        entry = errors.INVALID_JSON
+        return Response(error_body(entry), status=entry.status)
     if isinstance(exc, drf.APIException):
-        status = exc.status_code
-        code = {
-            drf.NotAuthenticated: "not_authenticated",
-            drf.AuthenticationFailed: "authentication_failed",
-            drf.PermissionDenied: "permission_denied",
-            drf.NotFound: "not_found",
-            drf.MethodNotAllowed: "method_not_allowed",
-            drf.NotAcceptable: "not_acceptable",
-            drf.UnsupportedMediaType: "unsupported_media_type",
-            drf.Throttled: "rate_limited",
-        }.get(type(exc), str(exc.default_code))
+        headers: dict[str, str] = {}
+        message = str(exc.detail if isinstance(exc.detail, str) else exc.default_detail)
+        entry = _ENTRY_OF_DRF_EXCEPTION.get(type(exc)) or errors.entry_of_code(
+            str(exc.default_code), exc.status_code, message
+        )
         wait = getattr(exc, "wait", None) if isinstance(exc, drf.Throttled) else None
         if wait is not None:
             headers["Retry-After"] = str(max(1, math.ceil(wait)))
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:
             headers["WWW-Authenticate"] = auth_header
-        message = exc.detail if isinstance(exc.detail, str) else str(exc.default_detail)
-        return Response(
-            error_body(status=status, code=code, message=str(message)),
-            status=status,
-            headers=headers,
-        )
+        return Response(error_body(entry, message=message), status=exc.status_code, headers=headers)
     logger.exception("unhandled error in %s", type(context.get("view")).__name__)
-    return Response(
-        error_body(status=500, code="server_error", message="Internal server error."), status=500
-    )
-
-
-def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(400, "bad_request", "Bad request.")
-
-
-def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(403, "permission_denied", "Permission denied.")
-
-
-def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(404, "not_found", "Not found.")
-
-
-def handler500(request: HttpRequest) -> JsonResponse:
-    return error_response(500, "server_error", "Internal server error.")
+    entry = errors.SERVER_ERROR
+    return Response(error_body(entry), status=entry.status)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
-    return error_response(403, "csrf_failed", "CSRF verification failed.")
+    """Django's CSRF_FAILURE_VIEW (outside DRF): the contract's `csrf_failed`."""
+    return error_response(errors.CSRF_FAILED)

@@ -8,21 +8,12 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import Http404, HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
+from buddy.core import errors
 from buddy.http.dual_mode import DualModeMiddleware
 from buddy.http.errors import error_response
 
 logger = logging.getLogger("buddy.core.errors")
 
-_CODE_OF_STATUS = {
-    400: ("bad_request", "Bad request."),
-    401: ("not_authenticated", "Authentication required."),
-    403: ("permission_denied", "Permission denied."),
-    404: ("not_found", "Not found."),
-    405: ("method_not_allowed", "Method not allowed."),
-    413: ("request_too_large", "Request too large."),
-    429: ("rate_limited", "Too many requests; retry later."),
-    500: ("server_error", "Internal server error."),
-}
 # Pages that are HTML by design (the operators' admin, the browsable schema).
 _HTML_PREFIXES = ("/admin/", "/api/docs")
 
@@ -51,26 +42,23 @@ class JsonErrorsMiddleware(DualModeMiddleware):
             and not request.path.startswith(_HTML_PREFIXES)
             and "json" not in response.get("Content-Type", "")
         ):
-            status = response.status_code
-            code, message = _CODE_OF_STATUS.get(
-                status, ("server_error" if status >= 500 else "bad_request", response.reason_phrase)
-            )
+            entry = errors.entry_of_status(response.status_code, response.reason_phrase)
             # Keep what tells the client how to proceed (405's Allow, 429's Retry-After).
             kept = {
                 name: response[name]
                 for name in ("Allow", "Retry-After", "WWW-Authenticate")
                 if response.has_header(name)
             }
-            return error_response(status, code, message, headers=kept)
+            return error_response(entry, headers=kept)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if request.path.startswith(_HTML_PREFIXES):
             return None
         if isinstance(exception, Http404):
-            return error_response(404, "not_found", "Not found.")
+            return error_response(errors.NOT_FOUND)
         logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "server_error", "Internal server error.")
+        return error_response(errors.SERVER_ERROR)
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):

@@ -10,6 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from buddy.core import errors
 from buddy.core.redis import client
 from buddy.http.errors import error_response
 from buddy.ops.metrics import exposition
@@ -45,8 +46,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     if all(checks.values()):
         return JsonResponse({"status": "ready", "checks": checks})
     failed = ", ".join(name for name, ok in checks.items() if not ok)
-    response = error_response(503, "not_ready", f"Not ready: {failed} unreachable.")
-    return response
+    return error_response(errors.NOT_READY, message=f"Not ready: {failed} unreachable.")
 
 
 @never_cache

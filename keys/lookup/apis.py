@@ -14,14 +14,15 @@ import json
 import time
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from buddy.accounts.models import ServiceRole
 from buddy.accounts.selectors import service_token_authenticate_cached
-from buddy.http.errors import error_response
+from buddy.core import errors
+from buddy.http.errors import error_json, error_response
 from buddy.ops import metrics
 from keys.lookup.outcomes import LookupOutcome, LookupResult
 from keys.lookup.selectors import key_lookup
@@ -30,9 +31,16 @@ _PROXY = ServiceRole.PROXY.value
 _NO_STORE = "no-store"
 
 
-def _forbidden() -> JsonResponse:
-    response = error_response(
-        403, "service_auth_failed", "A valid service token of the right role is required."
+# Every refusal's body, rendered once: a refusal costs no JSON encoding.
+_REFUSAL_BODIES: dict[str, bytes] = {
+    outcome.code: error_json(outcome.error) for outcome in LookupOutcome if outcome.error
+}
+_FORBIDDEN_BODY = error_json(errors.SERVICE_AUTH_FAILED)
+
+
+def _forbidden() -> HttpResponse:
+    response = HttpResponse(
+        _FORBIDDEN_BODY, status=errors.SERVICE_AUTH_FAILED.status, content_type="application/json"
     )
     # Not one warning line per refused request: a caller hammering with a wrong token would
     # otherwise turn each cheap refusal into log volume and CPU.
@@ -88,9 +96,7 @@ class AuthLookupApi(APIView):
 def dispatch_lookup(request: HttpRequest) -> HttpResponse:
     """The endpoint, method check included (also reached from `keys.lookup.middleware`)."""
     if request.method != "POST":
-        response = error_response(405, "method_not_allowed", "Method not allowed.")
-        response["Allow"] = "POST"
-        return response
+        return error_response(errors.METHOD_NOT_ALLOWED, headers={"Allow": "POST"})
     return lookup(request)
 
 
@@ -108,9 +114,12 @@ def lookup(request: HttpRequest) -> HttpResponse:
         result = LookupResult(LookupOutcome.INVALID_JSON)
     else:
         result = key_lookup(authorization=body.get("authorization"), model=body.get("model"))
-    metrics.record_lookup(result.outcome.code, time.perf_counter() - started)
+    outcome = result.outcome
+    metrics.record_lookup(outcome.code, time.perf_counter() - started)
     response = HttpResponse(
-        json.dumps(result.body()), status=result.outcome.status, content_type="application/json"
+        json.dumps(result.body()) if outcome.error is None else _REFUSAL_BODIES[outcome.code],
+        status=outcome.status,
+        content_type="application/json",
     )
     response["Cache-Control"] = _NO_STORE
     if result.retry_after:

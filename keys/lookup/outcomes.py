@@ -7,51 +7,40 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from buddy.core import errors
+from buddy.core.errors import ErrorEntry
+from buddy.http.errors import error_body
 from deployments.models import TERMINAL_STATUSES, DeploymentStatus
 
 
 class LookupOutcome(enum.Enum):
-    """(HTTP status, error code, OpenAI error type) of each row of the lookup table."""
+    """Each row of the lookup table, as its catalogue entry (`None`: the 200)."""
 
-    OK = (200, "", "")
-    INVALID_JSON = (400, "invalid_json", "invalid_request_error")
-    MISSING_API_KEY = (400, "missing_api_key", "invalid_request_error")
-    MODEL_MISMATCH = (400, "model_mismatch", "invalid_request_error")
-    INVALID_API_KEY = (401, "invalid_api_key", "authentication_error")
-    REVOKED_API_KEY = (401, "revoked_api_key", "authentication_error")
-    DEPLOYMENT_NOT_FOUND = (404, "deployment_not_found", "invalid_request_error")
-    DEPLOYMENT_NOT_READY = (409, "deployment_not_ready", "invalid_request_error")
-    DEPLOYMENT_STOPPED = (409, "deployment_stopped", "invalid_request_error")
-    DEPLOYMENT_FAILED = (409, "deployment_failed", "invalid_request_error")
-    DEPLOYMENT_TERMINATED = (409, "deployment_terminated", "invalid_request_error")
-    RATE_LIMITED = (429, "rate_limited", "rate_limit_error")
+    # Declared, not members: set on each member from its entry.
+    error: ErrorEntry | None
+    status: int
+    code: str
+    error_type: str
 
-    @property
-    def status(self) -> int:
-        return self.value[0]
+    OK = None
+    INVALID_JSON = errors.INVALID_JSON.saying("The request body is not a JSON object.")
+    MISSING_API_KEY = errors.MISSING_API_KEY
+    MODEL_MISMATCH = errors.MODEL_MISMATCH
+    INVALID_API_KEY = errors.INVALID_API_KEY
+    REVOKED_API_KEY = errors.REVOKED_API_KEY
+    DEPLOYMENT_NOT_FOUND = errors.DEPLOYMENT_NOT_FOUND
+    DEPLOYMENT_NOT_READY = errors.DEPLOYMENT_NOT_READY.saying("The deployment is not ready yet.")
+    DEPLOYMENT_STOPPED = errors.DEPLOYMENT_STOPPED
+    DEPLOYMENT_FAILED = errors.DEPLOYMENT_FAILED
+    DEPLOYMENT_TERMINATED = errors.DEPLOYMENT_TERMINATED
+    RATE_LIMITED = errors.RATE_LIMITED.saying("Too many failed attempts for this key; retry later.")
 
-    @property
-    def code(self) -> str:
-        return self.value[1]
-
-    @property
-    def error_type(self) -> str:
-        return self.value[2]
-
-
-MESSAGES = {
-    LookupOutcome.INVALID_JSON: "The request body is not a JSON object.",
-    LookupOutcome.MISSING_API_KEY: "No API key: send 'Authorization: Bearer ob_sk_...'.",
-    LookupOutcome.MODEL_MISMATCH: "This key's deployment does not serve the requested model.",
-    LookupOutcome.INVALID_API_KEY: "Invalid API key.",
-    LookupOutcome.REVOKED_API_KEY: "This API key has been revoked.",
-    LookupOutcome.DEPLOYMENT_NOT_FOUND: "The deployment of this key no longer exists.",
-    LookupOutcome.DEPLOYMENT_NOT_READY: "The deployment is not ready yet.",
-    LookupOutcome.DEPLOYMENT_STOPPED: "The deployment has been stopped.",
-    LookupOutcome.DEPLOYMENT_FAILED: "The deployment has failed.",
-    LookupOutcome.DEPLOYMENT_TERMINATED: "The deployment has been terminated.",
-    LookupOutcome.RATE_LIMITED: "Too many failed attempts for this key; retry later.",
-}
+    def __init__(self, error: ErrorEntry | None) -> None:
+        # Plain attributes, not properties: the hot path reads them on every lookup.
+        self.error = error
+        self.status = 200 if error is None else error.status
+        self.code = "" if error is None else error.code
+        self.error_type = "" if error is None else error.type
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +76,8 @@ class LookupResult:
                 "endpoint_url": self.snapshot.endpoint_url,
                 "key_id": self.snapshot.key_id,
             }
-        return {
-            "error": {
-                "message": MESSAGES[self.outcome],
-                "type": self.outcome.error_type,
-                "code": self.outcome.code,
-                "param": None,
-            }
-        }
+        assert self.outcome.error is not None, "an OK outcome without its snapshot"
+        return error_body(self.outcome.error)
 
 
 def judge(snapshot: KeySnapshot, *, model: object, now: datetime) -> LookupOutcome:
