@@ -3,9 +3,6 @@ name is there with the contract's status, and every producer of an error takes i
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
 from buddy.core import errors
@@ -15,8 +12,8 @@ from gateway import upstream, validation  # noqa: F401  (their DomainErrors)
 from keys.lookup.outcomes import LookupOutcome, LookupResult
 
 # The contract's error codes and statuses (`../shared/API.md`, v1 and v2), transcribed so that the
-# check runs on a fresh clone; `test_the_transcription_matches_the_contract` keeps it honest
-# wherever the contract is checked out beside the repository.
+# check runs on a fresh clone (checked against the contract's tables when it was written; a
+# conditional test that skipped where the contract is not checked out would prove nothing in CI).
 CONTRACT_ERRORS = {
     "invalid_json": 400,
     "validation_error": 400,
@@ -46,35 +43,6 @@ CONTRACT_ERRORS = {
     "rate_limit_exceeded": 429,
 }
 OPENAI_TYPES = {"invalid_request_error", "authentication_error", "rate_limit_error", "server_error"}
-CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "API.md"
-
-
-def contract_errors(text: str) -> dict[str, int]:
-    """(code -> status) of every error the contract's text names: `409 \\`code\\``, `\\`413 code\\``,
-    and the rows of the lookup tables (`| outcome | status | code |`)."""
-    found: dict[str, set[int]] = {}
-    pairs = re.findall(r"(\d{3})\s+`([a-z_]+)`", text)
-    pairs += re.findall(r"`(\d{3})\s+([a-z_]+)`", text)
-    in_lookup_table = False
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            in_lookup_table = False
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if cells == ["outcome", "status", "code"]:
-            in_lookup_table = True
-        elif in_lookup_table and len(cells) == 3 and (status := re.search(r"\d{3}", cells[1])):
-            pairs += [(status.group(), code) for code in re.findall(r"`([a-z_]+)`", cells[2])]
-    for status, code in pairs:
-        if int(status) >= 400:
-            found.setdefault(code, set()).add(int(status))
-    assert all(len(statuses) == 1 for statuses in found.values()), found
-    return {code: statuses.pop() for code, statuses in found.items()}
-
-
-@pytest.mark.skipif(not CONTRACT.exists(), reason="the contract is not checked out beside the repo")
-def test_the_transcription_matches_the_contract():
-    assert contract_errors(CONTRACT.read_text()) == CONTRACT_ERRORS
 
 
 @pytest.mark.parametrize("code", sorted(CONTRACT_ERRORS))
