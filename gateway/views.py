@@ -34,6 +34,7 @@ from django.views.decorators.csrf import csrf_exempt
 from buddy.core import errors
 from buddy.core.errors import DomainError
 from buddy.http.errors import domain_error_response, error_json, error_response
+from buddy.ops.metrics import observe_lookup
 from deployments.selectors import deployment_get
 from gateway import upstream
 from gateway.validation import parse_json_object, validate_chat_request
@@ -45,10 +46,14 @@ logger = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+# Counted and timed in /metrics like the internal endpoint's lookups.
+_observed_lookup = observe_lookup(key_lookup)
+
+
 def _lookup_in_pool_thread(authorization: str | None, model: str | None) -> LookupResult:
     close_old_connections()
     try:
-        return key_lookup(authorization=authorization, model=model)
+        return _observed_lookup(authorization=authorization, model=model)
     finally:
         close_old_connections()
 

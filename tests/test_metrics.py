@@ -199,3 +199,16 @@ def test_observe_lookup_counts_and_times_each_call(client):
     assert result.outcome is LookupOutcome.INVALID_API_KEY
     after = _scrape(client)
     assert _lookups(after, "invalid_api_key") - _lookups(before, "invalid_api_key") == 1
+
+
+def test_the_gateways_lookups_are_counted_like_the_internal_endpoints(client):
+    before = _scrape(client)
+    response = client.post(
+        "/v1/chat/completions",
+        data={"model": "gemma4:26b", "messages": [{"role": "user", "content": "hi"}]},
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Bearer ob_sk_short",
+    )
+    assert response.status_code == 401
+    after = _scrape(client)
+    assert _lookups(after, "invalid_api_key") - _lookups(before, "invalid_api_key") == 1
