@@ -7,9 +7,9 @@ from rest_framework.test import APIClient
 
 from keys import hashing, services, tokens
 from keys.models import ApiKey
-from tests.concurrency import run_concurrently
 from tests.console import assert_error, token_client
 from tests.factories import DeploymentFactory
+from tests.harness.threads import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
