@@ -14,6 +14,8 @@ import pytest
 import redis
 from django.conf import settings
 
+from keys import services as key_services
+from tests.console import token_client
 from tests.factories import DeploymentFactory, TemplateFactory, UserFactory
 from tests.harness.fakes import FakeOrchestrator
 from tests.harness.processes import Beat, Worker, worker_env
@@ -138,3 +140,24 @@ def template(db):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def ready_deployment(db, user, template):  # type: ignore[no-untyped-def]
     return DeploymentFactory(owner=user, template=template, ready=True)
+
+
+@pytest.fixture
+def live_key(ready_deployment):  # type: ignore[no-untyped-def]
+    """An active key of `ready_deployment`: (ApiKey, plaintext)."""
+    return key_services.key_create(deployment_id=ready_deployment.pk, name="a", actor="t")
+
+
+# --- console clients -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(user):  # type: ignore[no-untyped-def]
+    """The console API as `user`, signed in with a console token."""
+    return token_client(user)
+
+
+@pytest.fixture
+def other_api(other_user):  # type: ignore[no-untyped-def]
+    """The console API as another user."""
+    return token_client(other_user)

@@ -31,16 +31,6 @@ MISSING = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
-def api(user):
-    return token_client(user)
-
-
-@pytest.fixture
-def other_api(other_user):
-    return token_client(other_user)
-
-
-@pytest.fixture
 def default_key(ready_deployment):
     return services.key_create_default(deployment_id=ready_deployment.pk)
 

@@ -57,11 +57,6 @@ def argon2_calls(monkeypatch) -> list[int]:
     return calls
 
 
-@pytest.fixture
-def live_key(ready_deployment):
-    return services.key_create(deployment_id=ready_deployment.pk, name="a", actor="t")
-
-
 def lookup(plaintext: str, model: object = None):
     return key_lookup(authorization=f"Bearer {plaintext}", model=model)
 
