@@ -1,4 +1,4 @@
-"""Session-wide checks and fixtures.
+"""Session-wide checks and the fixtures of the test harness (`tests/harness/`).
 
 The suite runs against real PostgreSQL and Redis (`make test` starts them when needed). A missing
 service fails the run loudly at the start; no test skips because of it.
@@ -6,22 +6,20 @@ service fails the run loudly at the start; no test skips because of it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 import redis
 from django.conf import settings
 
-from buddy.core import redis as core_redis
-from buddy.core.tasks import broker_breaker
-
-# Real Celery worker / beat processes for the tests marked `celery_worker`: tests/celery_worker.py.
-from tests.celery_worker import (  # noqa: F401
-    _celery_worker_marker,
-    celery_beat,
-    celery_worker,
-    orchestrator,
-    pytest_collection_modifyitems,
-)
+from keys import services as key_services
+from tests.console import token_client
 from tests.factories import DeploymentFactory, TemplateFactory, UserFactory
+from tests.harness.fakes import FakeOrchestrator
+from tests.harness.processes import Beat, Worker, worker_env
+from tests.harness.redis import PrivateRedis, clear_test_redis, purge_broker
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -38,17 +36,90 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"Redis at {settings.REDIS_URL} is not reachable: {exc}") from exc
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`@pytest.mark.celery_worker` means committed data: the worker is another process."""
+    for item in items:
+        if item.get_closest_marker("celery_worker") is not None:
+            item.add_marker(pytest.mark.django_db(transaction=True))
+
+
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
     """Each test starts with an empty Redis database (the test one, never db 0), except for the
     broker's keys: the session's Celery worker consumes from this database too."""
-    r = redis.Redis.from_url(settings.REDIS_URL)
-    keep = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"].encode()
-    stale = [name for name in r.scan_iter(count=1000) if not name.startswith(keep)]
-    for start in range(0, len(stale), 500):
-        r.delete(*stale[start : start + 500])
-    core_redis.client.cache_clear()
-    broker_breaker.reset()  # a previous test's broker outage is not this test's
+    clear_test_redis()
+
+
+# --- Redis of a test's own ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A running `redis-server` of this test's own, which it may stop or kill (stopped at the end)."""
+    with PrivateRedis(str(tmp_path)) as server:
+        yield server
+
+
+# --- real Celery processes (no eager mode) --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def orchestrator() -> Iterator[FakeOrchestrator]:
+    server = FakeOrchestrator()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: Any, orchestrator: FakeOrchestrator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """The session's real worker (started on first use, stopped before the test DB is dropped)."""
+    purge_broker()
+    worker = Worker(
+        worker_env(redis_url=settings.REDIS_URL, orchestrator_url=orchestrator.url),
+        tmp_path_factory.mktemp("celery") / "worker.log",
+    )
+    try:
+        worker.start_and_wait()
+        yield worker
+    finally:
+        worker.stop()
+        purge_broker()
+
+
+@pytest.fixture(autouse=True)
+def _celery_worker_marker(request: pytest.FixtureRequest) -> None:
+    """`@pytest.mark.celery_worker` brings the session's running worker."""
+    if request.node.get_closest_marker("celery_worker") is None:
+        return
+    worker = request.getfixturevalue("celery_worker")
+    if not worker.alive():  # a previous test killed it and failed before restarting it
+        worker.start_and_wait()
+
+
+@pytest.fixture
+def celery_beat(
+    celery_worker: Worker, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> Iterator[Beat]:
+    """A real `celery -A buddy beat` with a 1 s expiry interval, for one test."""
+    beat = Beat(
+        worker_env(
+            redis_url=settings.REDIS_URL,
+            orchestrator_url=orchestrator.url,
+            BUDDY_EXPIRY_INTERVAL_SECONDS="1",
+            BUDDY_RECONCILE_INTERVAL_SECONDS="3600",
+        ),
+        tmp_path,
+    )
+    try:
+        beat.start_and_wait()
+        yield beat
+    finally:
+        beat.stop()
+
+
+# --- data ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -69,3 +140,24 @@ def template(db):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def ready_deployment(db, user, template):  # type: ignore[no-untyped-def]
     return DeploymentFactory(owner=user, template=template, ready=True)
+
+
+@pytest.fixture
+def live_key(ready_deployment):  # type: ignore[no-untyped-def]
+    """An active key of `ready_deployment`: (ApiKey, plaintext)."""
+    return key_services.key_create(deployment_id=ready_deployment.pk, name="a", actor="t")
+
+
+# --- console clients -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(user):  # type: ignore[no-untyped-def]
+    """The console API as `user`, signed in with a console token."""
+    return token_client(user)
+
+
+@pytest.fixture
+def other_api(other_user):  # type: ignore[no-untyped-def]
+    """The console API as another user."""
+    return token_client(other_user)

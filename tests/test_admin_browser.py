@@ -21,7 +21,7 @@ from deployments.models import DeploymentStatus, EndReason, EventKind
 from keys import services as key_services
 from keys.models import ApiKey, RevokeReason
 from tests.factories import DeploymentFactory
-from tests.ports import free_port
+from tests.harness.ports import free_port
 
 # The live server answers from another thread, so the test's data must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)

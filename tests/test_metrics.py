@@ -3,7 +3,6 @@ task failures from the worker's signal, and the multiprocess mode gunicorn's wor
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -22,6 +21,7 @@ from keys.lookup.outcomes import LookupOutcome
 from keys.lookup.selectors import key_lookup
 from keys.models import ApiKey
 from tests.factories import DeploymentFactory
+from tests.harness.processes import subprocess_env
 
 pytestmark = pytest.mark.django_db
 
@@ -175,8 +175,7 @@ def test_multiprocess_mode_sums_the_lookups_of_every_web_worker(tmp_path, monkey
         "record_lookup('invalid_api_key', 0.002)\n"
         "record_lookup('', 0.0004)\n"
     )
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    env.setdefault("DJANGO_SETTINGS_MODULE", "buddy.settings")
+    env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     for _worker in range(2):
         subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))

@@ -60,61 +60,13 @@ def test_create_service_token_command_prints_the_secret_alone_on_the_last_line(c
     assert found is not None and found.role == "provisioner"
 
 
-@pytest.fixture
-def private_redis():
-    """A redis-server of this test's own (never the shared one), stopped by the test or at the end."""
-    import shutil
-    import subprocess
-    import time
-
-    import redis as redis_lib
-
-    from tests.ports import free_port
-
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis_lib.Redis.from_url(url, socket_connect_timeout=0.2).ping()
-            break
-        except redis_lib.RedisError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError(f"private redis-server on port {port} did not start") from None
-            time.sleep(0.05)  # polling with a deadline
-    try:
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=10)
-
-
 @pytest.mark.django_db
 def test_readyz_answers_503_when_redis_goes_down(client, private_redis):
-    url, process = private_redis
-    with override_settings(REDIS_URL=url):
+    with override_settings(REDIS_URL=private_redis.url):
         core_redis.client.cache_clear()
         try:
             assert client.get("/readyz").status_code == 200
-            process.terminate()
-            process.wait(timeout=10)
+            private_redis.stop()
             response = client.get("/readyz")
         finally:
             core_redis.client.cache_clear()

@@ -32,16 +32,6 @@ DEPLOYMENT_FIELDS = {
 MISSING = "00000000-0000-4000-8000-000000000000"
 
 
-@pytest.fixture
-def api(user):
-    return token_client(user)
-
-
-@pytest.fixture
-def other_api(other_user):
-    return token_client(other_user)
-
-
 # --- templates --------------------------------------------------------------------------------
 
 

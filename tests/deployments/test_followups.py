@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from deployments import services
 from tests.factories import DeploymentFactory
+from tests.harness.ports import free_port
+from tests.harness.redis import app_broker
 
 pytestmark = pytest.mark.django_db
 
@@ -44,9 +46,6 @@ def test_a_sweep_batch_sends_two_messages_whatever_its_size(django_capture_on_co
 
 @pytest.mark.django_db(transaction=True)
 def test_a_broker_outage_is_met_once_then_skipped_not_waited_for_on_every_request(caplog):
-    from tests.celery_worker import app_broker
-    from tests.ports import free_port
-
     first, second = DeploymentFactory(ready=True), DeploymentFactory(ready=True)
     with app_broker(f"redis://127.0.0.1:{free_port()}/0"), caplog.at_level("WARNING"):
         services.deployment_stop(deployment_id=first.pk, actor="t")

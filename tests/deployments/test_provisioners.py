@@ -19,7 +19,7 @@ from deployments.provisioners import (
 )
 from deployments.tasks import provision, teardown_many
 from tests.factories import DeploymentFactory
-from tests.servers import free_port
+from tests.harness.ports import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from deployments import services
 from deployments.models import Deployment
-from tests.celery_worker import broker_idle
 from tests.factories import DeploymentFactory
-from tests.servers import wait_until
+from tests.harness.redis import broker_idle
+from tests.harness.wait import wait_until
 
 STALE = timedelta(minutes=15)
 

@@ -14,16 +14,16 @@ from deployments.models import Deployment
 from deployments.tasks import expire_packs, provision
 from keys import services as key_services
 from keys.models import ApiKey
-from tests.celery_worker import (
+from tests.factories import DeploymentFactory, TemplateFactory, UserFactory
+from tests.harness.processes import (
     WORKER_LOCAL_ENDPOINT_URL,
     WORKER_PROVISIONER_MAX_RETRIES,
     WORKER_REVOKE_BATCH_SIZE,
-    broker_idle,
 )
-from tests.concurrency import run_concurrently
-from tests.factories import DeploymentFactory, TemplateFactory, UserFactory
+from tests.harness.redis import broker_idle
+from tests.harness.threads import run_concurrently
+from tests.harness.wait import wait_until
 from tests.lifecycle import active_keys, bulk_keys, post_status, provisioner_token
-from tests.servers import wait_until
 
 pytestmark = pytest.mark.celery_worker
 

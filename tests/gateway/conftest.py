@@ -9,7 +9,13 @@ from deployments.models import Deployment
 from deployments.services import deployment_create, deployment_mark_ready
 from keys.services import key_create_default, key_reveal_default
 from tests.factories import TemplateFactory, UserFactory
-from tests.gateway.servers import FakeUpstream, buddy_server, serve_in_thread
+from tests.harness.fakes import (
+    UPSTREAM_API_KEY,
+    UPSTREAM_READ_TIMEOUT,
+    FakeUpstream,
+    serve_in_thread,
+)
+from tests.harness.processes import buddy_server
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +36,13 @@ def upstream(_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def buddy_url(django_db_setup, django_db_blocker) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with buddy_server() as url:
+    """buddy under uvicorn (as deployed, for streamed answers) with the gateway's upstream settings."""
+    with buddy_server(
+        "uvicorn",
+        BUDDY_LOCAL_MODEL_ENABLED="true",
+        BUDDY_UPSTREAM_API_KEY=UPSTREAM_API_KEY,
+        BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS=str(UPSTREAM_READ_TIMEOUT),
+    ) as url:
         yield url
 
 

@@ -16,7 +16,9 @@ from django.test import override_settings
 from deployments.models import Deployment
 from deployments.services import deployment_mark_provisioning, deployment_stop
 from keys.services import key_revoke
-from tests.gateway.servers import UPSTREAM_API_KEY, UPSTREAM_READ_TIMEOUT, free_port, wait_until
+from tests.harness.fakes import UPSTREAM_API_KEY, UPSTREAM_READ_TIMEOUT
+from tests.harness.ports import free_port
+from tests.harness.wait import wait_until
 
 CHAT = {"model": "gemma4:26b", "messages": [{"role": "user", "content": "hello"}]}
 

@@ -7,9 +7,9 @@ from rest_framework.test import APIClient
 
 from keys import hashing, services, tokens
 from keys.models import ApiKey
-from tests.concurrency import run_concurrently
 from tests.console import assert_error, token_client
 from tests.factories import DeploymentFactory
+from tests.harness.threads import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -28,16 +28,6 @@ KEY_FIELDS = {
     "secret_available",
 }
 MISSING = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-def api(user):
-    return token_client(user)
-
-
-@pytest.fixture
-def other_api(other_user):
-    return token_client(other_user)
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from buddy.core.errors import DeploymentNotReady, SecretAlreadyShown
 from deployments.services import deployment_stop
 from keys import services
 from keys.models import ApiKey
-from tests.concurrency import run_concurrently
 from tests.factories import DeploymentFactory
+from tests.harness.threads import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -35,11 +35,6 @@ def proxy_token(db) -> str:
 
 
 @pytest.fixture
-def live_key(ready_deployment):
-    return services.key_create(deployment_id=ready_deployment.pk, name="a", actor="t")
-
-
-@pytest.fixture
 def call(proxy_token):
     client = Client()
 

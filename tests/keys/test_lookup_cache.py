@@ -4,8 +4,6 @@ a deployment's end or a change of its state, even when a fill races the change's
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ from keys.lookup import limits, usage
 from keys.lookup.outcomes import LookupOutcome
 from keys.lookup.selectors import key_lookup
 from keys.models import ApiKey
-from tests.ports import free_port
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 O = LookupOutcome
@@ -57,11 +55,6 @@ def argon2_calls(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(hashing, "verify_key", counting)
     return calls
-
-
-@pytest.fixture
-def live_key(ready_deployment):
-    return services.key_create(deployment_id=ready_deployment.pk, name="a", actor="t")
 
 
 def lookup(plaintext: str, model: object = None):
@@ -391,47 +384,21 @@ def test_a_revoked_service_token_stops_working_within_its_cache_ttl(live_key):
     with override_settings(BUDDY_LOOKUP_SERVICE_TOKEN_CACHE_SECONDS=0.2):
         assert service_token_authenticate_cached(authorization=header) is not None
         service_token_revoke(token_id=token.pk)
-        deadline = time.monotonic() + 5
-        while service_token_authenticate_cached(authorization=header) is not None:
-            assert time.monotonic() < deadline, "revoked service token still accepted"
-            time.sleep(0.02)
+        wait_until(
+            lambda: service_token_authenticate_cached(authorization=header) is None,
+            timeout=5,
+            interval=0.02,
+            what="the revoked service token to be refused",
+        )
 
 
 # --- without Redis --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def private_redis() -> Iterator[tuple[str, subprocess.Popen]]:
-    """A redis-server of this test's own (the shared one is never stopped)."""
-    port = free_port()
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is needed (make test installs the services)"
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.RedisError:
-            assert time.monotonic() < deadline, "private redis-server did not start"
-            time.sleep(0.02)
-    try:
-        yield url, proc
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
 def test_lookups_answer_correctly_from_postgresql_when_redis_is_unreachable(
     private_redis, ready_deployment
 ):
-    url, proc = private_redis
-    with override_settings(REDIS_URL=url):
+    with override_settings(REDIS_URL=private_redis.url):
         core_redis.client.cache_clear()
         try:
             key, plaintext = services.key_create(
@@ -441,8 +408,7 @@ def test_lookups_answer_correctly_from_postgresql_when_redis_is_unreachable(
                 deployment_id=ready_deployment.pk, name="o", actor="t"
             )
             assert outcome(plaintext) is O.OK  # cached in the private Redis
-            proc.kill()
-            proc.wait(10)
+            private_redis.kill()
             started = time.monotonic()
             assert outcome(plaintext) is O.OK
             assert outcome(plaintext, "qwen3.6:27b") is O.MODEL_MISMATCH

@@ -9,83 +9,29 @@ commit done); requests in flight across the commit may answer either way.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import quote
 
-import httpx
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from buddy.accounts.services import service_token_create
 from deployments.services import deployment_stop
 from keys import services
 from tests.factories import DeploymentFactory
+from tests.harness.processes import buddy_server
 from tests.keys.lookup_hammer import hammer
-from tests.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parents[2]
 REVOKES = 200
 STOPS = 100
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "postgres")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"])
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
 def live_server_url(transactional_db) -> Iterator[str]:
     """gunicorn as deployed (several sync workers) on the test database and Redis."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "BUDDY_PROVISIONER": "none",
-        "LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gunicorn", "buddy.wsgi", "--workers", "2"),
-            *("--bind", f"127.0.0.1:{port}", "--log-level", "warning"),
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, "gunicorn exited at start-up"
-        assert time.monotonic() < deadline, "gunicorn did not answer /healthz in 30 s"
-        time.sleep(0.05)
-    try:
+    with buddy_server("gunicorn", workers=2, ALLOWED_HOSTS="127.0.0.1") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _wait_for(events, kind: str, idx: int, pending: dict, deadline_s: float = 15.0) -> tuple:

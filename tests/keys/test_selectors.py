@@ -19,12 +19,6 @@ pytestmark = pytest.mark.django_db
 O = LookupOutcome
 
 
-@pytest.fixture
-def live_key(ready_deployment):
-    key, plaintext = services.key_create(deployment_id=ready_deployment.pk, name="a", actor="t")
-    return key, plaintext
-
-
 _mode = {"warm": False}
 
 

@@ -17,11 +17,12 @@ from keys.lookup.outcomes import LookupOutcome
 from keys.lookup.selectors import key_lookup
 from keys.models import ApiKey
 from keys.tasks import create_default, reconcile, revoke_for_deployments
-from tests.celery_worker import Worker, app_broker, broker_idle, worker_env
-from tests.concurrency import run_concurrently
 from tests.factories import DeploymentFactory
+from tests.harness.processes import Worker, worker_env
+from tests.harness.redis import PrivateRedis, app_broker, broker_idle
+from tests.harness.threads import run_concurrently
+from tests.harness.wait import wait_until
 from tests.lifecycle import active_keys, bulk_keys
-from tests.servers import PrivateRedis, wait_until
 
 
 @pytest.mark.celery_worker

@@ -11,9 +11,9 @@ from keys.lookup import cache as lookup_cache
 from keys.lookup import guards
 from keys.lookup.outcomes import LookupOutcome
 from keys.lookup.selectors import key_lookup
-from tests.celery_worker import app_broker
 from tests.factories import DeploymentFactory
-from tests.servers import PrivateRedis, wait_until
+from tests.harness.redis import PrivateRedis, app_broker
+from tests.harness.wait import wait_until
 
 
 @pytest.mark.django_db(transaction=True)

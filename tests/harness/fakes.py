@@ -1,7 +1,7 @@
-"""Real servers for the gateway's tests: buddy under uvicorn in a subprocess (the way it is
-deployed, on the test database) and a scriptable fake model server in a thread of the test process.
+"""Fake servers the tests start in a thread of their own process, on loopback: the orchestrator
+the `http` provisioner calls, and an OpenAI-compatible model server for the gateway.
 
-Ports come from `tests.ports` (BUDDY_TEST_PORTS).
+Ports come from `tests.harness.ports` (BUDDY_TEST_PORTS).
 """
 
 from __future__ import annotations
@@ -9,34 +9,94 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import quote
 
-import httpx
 import uvicorn
-from django.conf import settings
-from django.db import connection
 
-from tests.ports import bound_socket, free_port
-from tests.servers import wait_until
+from tests.harness.ports import bind_free, bound_socket
+from tests.harness.wait import wait_until
 
-__all__ = ["bound_socket", "free_port", "wait_until"]
-
-REPO = Path(__file__).resolve().parents[2]
+# The credential buddy's gateway sends upstream, and how long it waits for an upstream's answer:
+# short, so that the timeout test is quick; every other upstream answers well within it.
 UPSTREAM_API_KEY = "upstream-credential-for-tests"
-# Short, so that the timeout test is quick; every other upstream answers well within it.
 UPSTREAM_READ_TIMEOUT = 3.0
 
 
-# --- the fake model server ---------------------------------------------------------------------
+# --- the fake orchestrator ------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    body: Any
+
+
+class FakeOrchestrator:
+    """Records every POST; answers 200, or what `respond` says for a deployment id."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.respond: dict[str, int] = {}  # deployment id -> status code
+        self.hang: dict[str, threading.Event] = {}  # deployment id -> released when set
+        self._lock = threading.Lock()
+        orchestrator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                deployment_id = body.get("deployment_id") if isinstance(body, dict) else None
+                with orchestrator._lock:
+                    orchestrator.received.append(Received(self.path, body))
+                    status = orchestrator.respond.get(str(deployment_id), 200)
+                    gate = orchestrator.hang.get(str(deployment_id))
+                if gate is not None:
+                    gate.wait(30)
+                # A client that timed out meanwhile has hung up: nobody to answer.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(b'{"ok": true}')
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server: ThreadingHTTPServer = bind_free(
+            lambda port: ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        )
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/boot"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def calls_for(self, deployment_id: object, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [
+                r
+                for r in self.received
+                if isinstance(r.body, dict)
+                and r.body.get("deployment_id") == str(deployment_id)
+                and (path is None or r.path == path)
+            ]
+
+    def close(self) -> None:
+        for gate in self.hang.values():
+            gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- the fake model server ------------------------------------------------------------------------
 
 
 @dataclass
@@ -180,79 +240,3 @@ def serve_in_thread(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-# --- buddy itself --------------------------------------------------------------------------------
-
-
-def database_url_of_tests() -> str:
-    """The URL of the database pytest-django created, for a server in another process."""
-    s = connection.settings_dict
-    auth = quote(s["USER"] or "")
-    if s.get("PASSWORD"):
-        auth += ":" + quote(s["PASSWORD"])
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-@contextlib.contextmanager
-def buddy_server(**extra_env: str) -> Iterator[str]:
-    """buddy served by uvicorn on buddy.asgi in a subprocess, on the test database and Redis."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_of_tests(),
-        "REDIS_URL": settings.REDIS_URL,
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DEBUG": "false",
-        "BUDDY_PROVISIONER": "none",
-        "BUDDY_LOCAL_MODEL_ENABLED": "true",
-        "BUDDY_UPSTREAM_API_KEY": UPSTREAM_API_KEY,
-        "BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS": str(UPSTREAM_READ_TIMEOUT),
-        "LOG_LEVEL": "WARNING",
-        **extra_env,
-    }
-    log = tempfile.NamedTemporaryFile(prefix="buddy-gateway-", suffix=".log", delete=False)  # noqa: SIM115 - open for the life of the server
-    for _attempt in range(3):
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "buddy.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-
-        def answers(url: str = url, process: subprocess.Popen = process) -> bool:
-            if process.poll() is not None:
-                return True  # exited: stop waiting, try another port
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(answers, timeout=60, what="buddy to start")
-        if process.poll() is None:
-            break
-    else:
-        raise RuntimeError(f"buddy did not start; see {log.name}")
-    try:
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        log.close()
-        os.unlink(log.name)

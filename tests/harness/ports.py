@@ -11,7 +11,7 @@ import errno
 import os
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 _handed_out: set[int] = set()
@@ -60,7 +60,3 @@ def free_port() -> int:
     port: int = sock.getsockname()[1]
     sock.close()
     return port
-
-
-def mark_used(port: Any) -> None:
-    _handed_out.add(int(port))
