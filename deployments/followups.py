@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from buddy.core.tasks import enqueue_on_commit
 from deployments import signals
-from deployments.models import TERMINAL_STATUSES, Deployment, DeploymentStatus
+from deployments.models import SERVING_STATUSES, TERMINAL_STATUSES, Deployment
 
 
 def after_created(deployment_id: object) -> None:
@@ -29,7 +29,7 @@ def after_status_change(deployment_id: object, *, previous: str, current: str) -
         after_ended([deployment_id])
     else:
         after_changed(deployment_id)
-    if current == DeploymentStatus.READY:
+    if current in SERVING_STATUSES:
         enqueue_on_commit("keys.create_default", str(deployment_id))
 
 

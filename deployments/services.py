@@ -22,6 +22,7 @@ from buddy.core.errors import InvalidTransition, NotFound, ValidationFailed
 from buddy.core.ids import as_uuid
 from deployments import followups, signals
 from deployments.models import (
+    STATUS_SPEC,
     TERMINAL_STATUSES,
     Deployment,
     DeploymentEvent,
@@ -29,30 +30,22 @@ from deployments.models import (
     EndReason,
     EventKind,
     Template,
+    statuses_where,
 )
 
 S = DeploymentStatus
 
 # The status diagram of the contract: from each status, where it may go.
-ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.PROVISIONING, S.READY, S.STOPPED, S.FAILED, S.TERMINATED}),
-    S.PROVISIONING: frozenset({S.READY, S.STOPPED, S.FAILED, S.TERMINATED}),
-    S.READY: frozenset({S.PROVISIONING, S.STOPPED, S.FAILED, S.TERMINATED}),
-    S.STOPPED: frozenset(),
-    S.FAILED: frozenset(),
-    S.TERMINATED: frozenset(),
+ALLOWED_TRANSITIONS: dict[str, frozenset[DeploymentStatus]] = {
+    status: spec.goes_to for status, spec in STATUS_SPEC.items()
 }
 
-_EVENT_OF_STATUS = {
-    S.PROVISIONING: EventKind.PROVISIONING,
-    S.READY: EventKind.READY,
-    S.STOPPED: EventKind.STOPPED,
-    S.FAILED: EventKind.FAILED,
-    S.TERMINATED: EventKind.TERMINATED,
+_EVENT_OF_STATUS: dict[str, EventKind] = {
+    status: spec.event for status, spec in STATUS_SPEC.items()
 }
 
 # Statuses in which the pack may be extended.
-EXTENDABLE_STATUSES = frozenset({S.PENDING, S.PROVISIONING, S.READY})
+EXTENDABLE_STATUSES = frozenset(statuses_where(lambda spec: spec.extendable))
 
 
 def is_transition_allowed(current: str, target: str) -> bool:
@@ -124,7 +117,7 @@ def deployment_create(
         )
         event_record(
             deployment=deployment,
-            kind=EventKind.CREATED,
+            kind=_EVENT_OF_STATUS[S.PENDING],
             actor=actor,
             detail={"template": template.slug, "pack_hours": hours},
         )
@@ -168,7 +161,7 @@ def _transition(
             event_detail["end_reason"] = end_reason
         event_record(
             deployment=deployment,
-            kind=_EVENT_OF_STATUS[S(target)],
+            kind=_EVENT_OF_STATUS[target],
             actor=actor,
             detail=event_detail,
         )
