@@ -66,7 +66,7 @@ def _reset_and_seed(*, expired: int, live: int, keys_per: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from deployments.models import Deployment, Template
+    from deployments.models import Deployment, DeploymentStatus, Template
     from keys import tokens
     from keys.models import ApiKey
 
@@ -82,7 +82,7 @@ def _reset_and_seed(*, expired: int, live: int, keys_per: int) -> None:
             owner=owner,
             template=template,
             model_id=template.model_id,
-            status="ready",
+            status=DeploymentStatus.READY,
             endpoint_url="http://10.0.0.1:8000/v1",
             pack_ends_at=now - timedelta(minutes=1) if i < expired else now + timedelta(hours=8),
         )
@@ -118,14 +118,10 @@ def _plan() -> str:
     from django.db import connection
     from django.utils import timezone
 
-    from deployments.models import Deployment
-    from deployments.services import EXTENDABLE_STATUSES
+    from deployments.selectors import deployment_list_expired
 
-    query = (
-        Deployment.objects.filter(status__in=EXTENDABLE_STATUSES, pack_ends_at__lte=timezone.now())
-        .order_by("pack_ends_at")
-        .values_list("pk", flat=True)[:500]
-    )
+    # The sweep's own candidate query (`deployment_expire_batch` claims from it).
+    query = deployment_list_expired(now=timezone.now()).values_list("pk", flat=True)[:500]
     sql, params = query.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
@@ -144,7 +140,7 @@ def main() -> None:
     from django.conf import settings
     from django.test import override_settings
 
-    from deployments.models import Deployment
+    from deployments.models import PACK_EXPIRED_STATUS, Deployment
     from deployments.tasks import expire_packs
     from keys.models import ApiKey
     from keys.tasks import revoke_for_deployments
@@ -164,9 +160,11 @@ def main() -> None:
             terminated = expire_packs.apply().get()
             sweep = time.perf_counter() - start
         assert terminated == args.deployments, terminated
-        assert Deployment.objects.filter(status="terminated").count() == args.deployments
+        assert Deployment.objects.filter(status=PACK_EXPIRED_STATUS).count() == args.deployments
         # What the follow-up messages ask the workers for: every key of those revoked.
-        ended = list(Deployment.objects.filter(status="terminated").values_list("pk", flat=True))
+        ended = list(
+            Deployment.objects.filter(status=PACK_EXPIRED_STATUS).values_list("pk", flat=True)
+        )
         start = time.perf_counter()
         for first in range(0, len(ended), batch):  # one message per sweep batch, as sent
             revoke_for_deployments.apply(args=[[str(pk) for pk in ended[first : first + batch]]])

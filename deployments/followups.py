@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from buddy.core.tasks import enqueue_on_commit
 from deployments import signals
-from deployments.models import TERMINAL_STATUSES, Deployment, DeploymentStatus
+from deployments.models import SERVING_STATUSES, Deployment
 
 
 def after_created(deployment_id: object) -> None:
@@ -25,11 +25,9 @@ def after_created(deployment_id: object) -> None:
 
 
 def after_status_change(deployment_id: object, *, previous: str, current: str) -> None:
-    if current in TERMINAL_STATUSES:
-        after_ended([deployment_id])
-    else:
-        after_changed(deployment_id)
-    if current == DeploymentStatus.READY:
+    """A move between live statuses (an end is `after_ended`)."""
+    after_changed(deployment_id)
+    if current in SERVING_STATUSES:
         enqueue_on_commit("keys.create_default", str(deployment_id))
 
 

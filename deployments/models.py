@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -44,12 +47,81 @@ class DeploymentStatus(models.TextChoices):
     TERMINATED = "terminated"
 
 
-TERMINAL_STATUSES = frozenset(
-    {DeploymentStatus.STOPPED, DeploymentStatus.FAILED, DeploymentStatus.TERMINATED}
+class EventKind(models.TextChoices):
+    CREATED = "created"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    EXTENDED = "extended"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+    KEY_CREATED = "key_created"
+    KEY_REVEALED = "key_revealed"
+    KEY_REVOKED = "key_revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSpec:
+    """What one status means: the event that records entering it, where it may go, whether it
+    has ended (for good: nothing leaves it), whether it serves (its keys are answered with its
+    endpoint), whether its pack can be extended, and the code of its end, which is the revoke
+    reason of its keys and the lookup's 409 code."""
+
+    event: EventKind
+    goes_to: frozenset[DeploymentStatus] = frozenset()
+    ended: bool = False
+    serves: bool = False
+    extendable: bool = False
+    end_code: str = ""
+
+
+_S = DeploymentStatus
+_ENDS = frozenset({_S.STOPPED, _S.FAILED, _S.TERMINATED})
+
+# The status diagram of the contract, and everything else a status means. Every status set and
+# map of the code (the transition table, the events, the revoke reasons, the lookup's answers,
+# the partial indexes below) is derived from this table.
+STATUS_SPEC: Mapping[str, StatusSpec] = MappingProxyType(
+    {
+        _S.PENDING: StatusSpec(
+            event=EventKind.CREATED,
+            goes_to=frozenset({_S.PROVISIONING, _S.READY}) | _ENDS,
+            extendable=True,
+        ),
+        _S.PROVISIONING: StatusSpec(
+            event=EventKind.PROVISIONING,
+            goes_to=frozenset({_S.READY}) | _ENDS,
+            extendable=True,
+        ),
+        _S.READY: StatusSpec(
+            event=EventKind.READY,
+            goes_to=frozenset({_S.PROVISIONING}) | _ENDS,
+            serves=True,
+            extendable=True,
+        ),
+        _S.STOPPED: StatusSpec(event=EventKind.STOPPED, ended=True, end_code="deployment_stopped"),
+        _S.FAILED: StatusSpec(event=EventKind.FAILED, ended=True, end_code="deployment_failed"),
+        _S.TERMINATED: StatusSpec(
+            event=EventKind.TERMINATED, ended=True, end_code="deployment_terminated"
+        ),
+    }
 )
-LIVE_STATUSES = frozenset(
-    {DeploymentStatus.PENDING, DeploymentStatus.PROVISIONING, DeploymentStatus.READY}
-)
+
+
+def statuses_where(predicate: Callable[[StatusSpec], bool]) -> tuple[DeploymentStatus, ...]:
+    """The statuses whose spec satisfies `predicate`, in the order of `DeploymentStatus`."""
+    return tuple(status for status in DeploymentStatus if predicate(STATUS_SPEC[status]))
+
+
+TERMINAL_STATUSES = frozenset(statuses_where(lambda spec: spec.ended))
+LIVE_STATUSES = frozenset(statuses_where(lambda spec: not spec.ended))
+SERVING_STATUSES = frozenset(statuses_where(lambda spec: spec.serves))
+# What the expiry sweep makes of a live deployment whose pack has ended (and so what a lookup
+# answers for it from the moment the pack ends, swept or not).
+PACK_EXPIRED_STATUS = DeploymentStatus.TERMINATED
+# The partial indexes' conditions, as plain values in a fixed order (a migration compares them).
+_LIVE_IN_ORDER = [status.value for status in statuses_where(lambda spec: not spec.ended)]
+_ENDED_IN_ORDER = [status.value for status in statuses_where(lambda spec: spec.ended)]
 
 
 class EndReason(models.TextChoices):
@@ -93,7 +165,7 @@ class Deployment(models.Model):
             models.Index(
                 fields=["pack_ends_at"],
                 name="deploy_live_pack_end_idx",
-                condition=models.Q(status__in=["pending", "provisioning", "ready"]),
+                condition=models.Q(status__in=_LIVE_IN_ORDER),
             ),
             models.Index(fields=["owner", "-created_at"], name="deploy_owner_created_idx"),
             models.Index(fields=["status"], name="deployment_status_idx"),
@@ -101,14 +173,13 @@ class Deployment(models.Model):
             models.Index(
                 fields=["ended_at"],
                 name="deploy_teardown_owed_idx",
-                condition=models.Q(
-                    status__in=["stopped", "failed", "terminated"], torn_down_at__isnull=True
-                ),
+                condition=models.Q(status__in=_ENDED_IN_ORDER, torn_down_at__isnull=True),
             ),
         ]
         constraints = [
             models.CheckConstraint(
-                condition=~models.Q(status="ready") | ~models.Q(endpoint_url=""),
+                condition=~models.Q(status=DeploymentStatus.READY.value)
+                | ~models.Q(endpoint_url=""),
                 name="deployment_ready_has_endpoint",
             ),
         ]
@@ -119,19 +190,6 @@ class Deployment(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
-
-
-class EventKind(models.TextChoices):
-    CREATED = "created"
-    PROVISIONING = "provisioning"
-    READY = "ready"
-    EXTENDED = "extended"
-    STOPPED = "stopped"
-    FAILED = "failed"
-    TERMINATED = "terminated"
-    KEY_CREATED = "key_created"
-    KEY_REVEALED = "key_revealed"
-    KEY_REVOKED = "key_revoked"
 
 
 class DeploymentEvent(models.Model):

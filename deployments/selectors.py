@@ -2,12 +2,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.db.models import F, FilteredRelation, Q, QuerySet
 
 from buddy.core.errors import NotFound
 from buddy.core.ids import as_uuid
-from deployments.models import TERMINAL_STATUSES, Deployment, DeploymentEvent, Template
+from deployments.models import (
+    LIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Deployment,
+    DeploymentEvent,
+    Template,
+)
 
 
 def template_list_active() -> QuerySet[Template]:
@@ -75,3 +82,11 @@ def deployment_list_ended(*, deployment_ids: Sequence[object]) -> list[uuid.UUID
             "pk", flat=True
         )
     )
+
+
+def deployment_list_expired(*, now: datetime) -> QuerySet[Deployment]:
+    """Live deployments whose pack has ended by `now`, oldest end first: the expiry sweep's
+    candidates, found through the partial index on live packs."""
+    return Deployment.objects.filter(
+        status__in=list(LIVE_STATUSES), pack_ends_at__lte=now
+    ).order_by("pack_ends_at")

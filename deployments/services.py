@@ -1,14 +1,17 @@
 """Every write to a deployment. Nothing else assigns `Deployment.status`.
 
-A transition locks the deployment row (`select_for_update`), checks the one table of allowed
-moves, writes the event row in the same transaction and schedules its follow-up work (default key,
-revocation, teardown, cache invalidation) to run only once that transaction commits.
+A transition locks the deployment row (`select_for_update`), checks the move against the status
+spec (`deployments.models.STATUS_SPEC`), writes the event row in the same transaction and
+schedules its follow-up work (default key, revocation, teardown, cache invalidation) to run only
+once that transaction commits. Every end, of one deployment or of a sweep's batch, goes through
+one plural path (`_end`).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,8 +23,10 @@ from django.utils import timezone
 
 from buddy.core.errors import InvalidTransition, NotFound, ValidationFailed
 from buddy.core.ids import as_uuid
-from deployments import followups, signals
+from deployments import followups, selectors, signals
 from deployments.models import (
+    PACK_EXPIRED_STATUS,
+    STATUS_SPEC,
     TERMINAL_STATUSES,
     Deployment,
     DeploymentEvent,
@@ -29,30 +34,22 @@ from deployments.models import (
     EndReason,
     EventKind,
     Template,
+    statuses_where,
 )
 
 S = DeploymentStatus
 
 # The status diagram of the contract: from each status, where it may go.
-ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.PROVISIONING, S.READY, S.STOPPED, S.FAILED, S.TERMINATED}),
-    S.PROVISIONING: frozenset({S.READY, S.STOPPED, S.FAILED, S.TERMINATED}),
-    S.READY: frozenset({S.PROVISIONING, S.STOPPED, S.FAILED, S.TERMINATED}),
-    S.STOPPED: frozenset(),
-    S.FAILED: frozenset(),
-    S.TERMINATED: frozenset(),
+ALLOWED_TRANSITIONS: dict[str, frozenset[DeploymentStatus]] = {
+    status: spec.goes_to for status, spec in STATUS_SPEC.items()
 }
 
-_EVENT_OF_STATUS = {
-    S.PROVISIONING: EventKind.PROVISIONING,
-    S.READY: EventKind.READY,
-    S.STOPPED: EventKind.STOPPED,
-    S.FAILED: EventKind.FAILED,
-    S.TERMINATED: EventKind.TERMINATED,
+_EVENT_OF_STATUS: dict[str, EventKind] = {
+    status: spec.event for status, spec in STATUS_SPEC.items()
 }
 
 # Statuses in which the pack may be extended.
-EXTENDABLE_STATUSES = frozenset({S.PENDING, S.PROVISIONING, S.READY})
+EXTENDABLE_STATUSES = frozenset(statuses_where(lambda spec: spec.extendable))
 
 
 def is_transition_allowed(current: str, target: str) -> bool:
@@ -124,7 +121,7 @@ def deployment_create(
         )
         event_record(
             deployment=deployment,
-            kind=EventKind.CREATED,
+            kind=_EVENT_OF_STATUS[S.PENDING],
             actor=actor,
             detail={"template": template.slug, "pack_hours": hours},
         )
@@ -132,47 +129,98 @@ def deployment_create(
     return deployment
 
 
+def _refuse(current: str, target: str) -> InvalidTransition:
+    return InvalidTransition(
+        f"A deployment cannot go from {current} to {target}.", current=current, target=target
+    )
+
+
 def _transition(
-    *,
-    deployment_id: object,
-    target: str,
-    actor: str,
-    endpoint_url: str | None = None,
-    end_reason: str = "",
-    detail: dict[str, Any] | None = None,
+    *, deployment_id: object, target: str, actor: str, endpoint_url: str | None = None
 ) -> Deployment:
+    """A move between live statuses (ends go through `_end`)."""
+    assert target not in TERMINAL_STATUSES, "an end goes through _end"
     with transaction.atomic():
         deployment = _lock(deployment_id)
         previous = deployment.status
         if not is_transition_allowed(previous, target):
-            raise InvalidTransition(
-                f"A deployment cannot go from {previous} to {target}.",
-                current=previous,
-                target=target,
-            )
-        now = timezone.now()
+            raise _refuse(previous, target)
         deployment.status = target
         fields = ["status", "updated_at"]
         if endpoint_url is not None:
             deployment.endpoint_url = endpoint_url
             fields.append("endpoint_url")
-        if target in TERMINAL_STATUSES:
-            deployment.ended_at = now
-            deployment.end_reason = end_reason
-            fields += ["ended_at", "end_reason"]
         deployment.save(update_fields=fields)
-        event_detail = {"from": previous, **(detail or {})}
+        event_detail = {"from": previous}
         if endpoint_url is not None:
             event_detail["endpoint_url"] = endpoint_url
-        if end_reason:
-            event_detail["end_reason"] = end_reason
         event_record(
             deployment=deployment,
-            kind=_EVENT_OF_STATUS[S(target)],
+            kind=_EVENT_OF_STATUS[target],
             actor=actor,
             detail=event_detail,
         )
         followups.after_status_change(deployment.pk, previous=previous, current=target)
+    return deployment
+
+
+def _end(
+    claimed: Sequence[tuple[uuid.UUID, str]],
+    *,
+    target: str,
+    end_reason: str,
+    actor: str,
+    detail: dict[str, Any] | None = None,
+) -> datetime:
+    """End these deployments for good: the one path of every end, one deployment or a batch.
+
+    `claimed` are (id, current status) of rows the caller has locked in this transaction. Each move
+    is checked against the table (nothing is written unless all are allowed), then one UPDATE,
+    one multi-row INSERT of their events, and the follow-ups of an end: guards before the commit,
+    one revocation and one teardown message for all of them after it. Returns the time they ended.
+    """
+    for _pk, current in claimed:
+        if not is_transition_allowed(current, target):
+            raise _refuse(current, target)
+    ids = [pk for pk, _ in claimed]
+    ended_at = timezone.now()
+    Deployment.objects.filter(pk__in=ids).update(
+        status=target, ended_at=ended_at, end_reason=end_reason, updated_at=ended_at
+    )
+    DeploymentEvent.objects.bulk_create(
+        DeploymentEvent(
+            deployment_id=pk,
+            kind=_EVENT_OF_STATUS[target],
+            actor=actor,
+            detail={"from": current, **(detail or {}), "end_reason": end_reason},
+        )
+        for pk, current in claimed
+    )
+    followups.after_ended(ids)
+    return ended_at
+
+
+def _end_one(
+    *,
+    deployment_id: object,
+    target: str,
+    end_reason: str,
+    actor: str,
+    detail: dict[str, Any] | None = None,
+) -> Deployment:
+    """End one deployment: `_end` of a list of one, its row locked (waiting for other writers)."""
+    with transaction.atomic():
+        deployment = _lock(deployment_id)
+        ended_at = _end(
+            [(deployment.pk, deployment.status)],
+            target=target,
+            end_reason=end_reason,
+            actor=actor,
+            detail=detail,
+        )
+    deployment.status = target
+    deployment.ended_at = deployment.updated_at = ended_at
+    deployment.end_reason = end_reason
     return deployment
 
 
@@ -202,13 +250,13 @@ def deployment_mark_ready(*, deployment_id: object, endpoint_url: str, actor: st
 def deployment_stop(
     *, deployment_id: object, actor: str, end_reason: str = EndReason.STOPPED_BY_OWNER
 ) -> Deployment:
-    return _transition(
+    return _end_one(
         deployment_id=deployment_id, target=S.STOPPED, actor=actor, end_reason=end_reason
     )
 
 
 def deployment_fail(*, deployment_id: object, actor: str, reason: str = "") -> Deployment:
-    return _transition(
+    return _end_one(
         deployment_id=deployment_id,
         target=S.FAILED,
         actor=actor,
@@ -220,7 +268,7 @@ def deployment_fail(*, deployment_id: object, actor: str, reason: str = "") -> D
 def deployment_terminate(
     *, deployment_id: object, actor: str, end_reason: str = EndReason.TERMINATED_BY_OPERATOR
 ) -> Deployment:
-    return _transition(
+    return _end_one(
         deployment_id=deployment_id, target=S.TERMINATED, actor=actor, end_reason=end_reason
     )
 
@@ -288,7 +336,7 @@ def deployment_apply_provisioner_status(
             if status == S.FAILED:
                 return deployment_fail(deployment_id=deployment.pk, actor=actor, reason=reason)
             if status == S.STOPPED:
-                return _transition(
+                return _end_one(
                     deployment_id=deployment.pk,
                     target=S.STOPPED,
                     actor=actor,
@@ -310,46 +358,28 @@ def deployment_apply_provisioner_status(
         return deployment
 
 
-def deployment_expire_batch(*, now: Any = None, limit: int = 500) -> list[uuid.UUID]:
+def deployment_expire_batch(*, now: datetime | None = None, limit: int = 500) -> list[uuid.UUID]:
     """Terminate up to `limit` live deployments whose pack has ended; return their ids.
 
     Set-based, because a sweep may meet thousands at once: candidates are claimed with
     `FOR UPDATE SKIP LOCKED` through the partial index on live packs (two sweeps at once share
-    the work instead of waiting on each other), then one UPDATE, one multi-row INSERT of their
-    events, and the same follow-ups as any other end (tombstones now; revocation and teardown
-    once this transaction commits, one message each for the whole batch).
+    the work instead of waiting on each other), then ended together by `_end`, as any other end.
     """
-    now = now or timezone.now()
     with transaction.atomic():
         claimed = list(
-            Deployment.objects.select_for_update(skip_locked=True)
-            .filter(status__in=EXTENDABLE_STATUSES, pack_ends_at__lte=now)
-            .order_by("pack_ends_at")
+            selectors.deployment_list_expired(now=now or timezone.now())
+            .select_for_update(skip_locked=True)
             .values_list("pk", "status")[:limit]
         )
         if not claimed:
             return []
-        # Locked and filtered on a live status, so every move is live -> terminated (allowed).
-        assert all(is_transition_allowed(status, S.TERMINATED) for _, status in claimed)
-        ids = [pk for pk, _ in claimed]
-        ended_at = timezone.now()
-        Deployment.objects.filter(pk__in=ids).update(
-            status=S.TERMINATED,
-            ended_at=ended_at,
+        _end(
+            claimed,
+            target=PACK_EXPIRED_STATUS,
             end_reason=EndReason.PACK_EXPIRED,
-            updated_at=ended_at,
+            actor="system:pack-expiry",
         )
-        DeploymentEvent.objects.bulk_create(
-            DeploymentEvent(
-                deployment_id=pk,
-                kind=EventKind.TERMINATED,
-                actor="system:pack-expiry",
-                detail={"from": status, "end_reason": EndReason.PACK_EXPIRED},
-            )
-            for pk, status in claimed
-        )
-        followups.after_ended(ids)
-    return ids
+    return [pk for pk, _ in claimed]
 
 
 # --- operators (the admin) ----------------------------------------------------------------------

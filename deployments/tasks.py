@@ -12,7 +12,7 @@ from celery import shared_task
 from django.conf import settings
 
 from buddy.core.errors import DomainError
-from buddy.core.tasks import RETRY_BACKOFF_MAX, BuddyTask
+from buddy.core.tasks import BuddyTask
 from deployments import selectors, services
 from deployments.models import DeploymentStatus
 from deployments.provisioners import (
@@ -25,10 +25,19 @@ from deployments.provisioners import (
 logger = logging.getLogger(__name__)
 
 
-@shared_task(base=BuddyTask, name="deployments.provision", bind=True)
+@shared_task(
+    base=BuddyTask,
+    name="deployments.provision",
+    bind=True,
+    autoretry_for=(*BuddyTask.autoretry_for, ProvisionerUnavailable),
+    max_retries=settings.BUDDY_PROVISIONER_MAX_RETRIES,
+)
 def provision(self: BuddyTask, deployment_id: str) -> None:
     """Ask the provisioner to boot a pending deployment; give up into `failed` after retries.
 
+    An unreachable provisioner is retried with `BuddyTask`'s backoff; on the last try the
+    deployment fails with the reason instead of the task (`max_retries` is the same setting, read
+    once at start; the setting is read again here so that a test may lower it).
     Redelivered after a crash between the boot request and the status change, it asks again: the
     orchestrator receives the deployment id and must treat a repeated boot as the same instance.
     """
@@ -39,12 +48,11 @@ def provision(self: BuddyTask, deployment_id: str) -> None:
         asked = get_provisioner().boot(deployment)
     except ProvisionerUnavailable as exc:
         retries = settings.BUDDY_PROVISIONER_MAX_RETRIES
-        if self.request.retries >= retries:
-            logger.warning("provisioner unreachable for %s after retries: %s", deployment_id, exc)
-            _fail_quietly(deployment_id, f"provisioner unreachable after {retries} retries: {exc}")
-            return
-        countdown = min(2**self.request.retries, RETRY_BACKOFF_MAX)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=retries) from exc
+        if self.request.retries < retries:
+            raise  # retried by the policy
+        logger.warning("provisioner unreachable for %s after retries: %s", deployment_id, exc)
+        _fail_quietly(deployment_id, f"provisioner unreachable after {retries} retries: {exc}")
+        return
     except ProvisionerRefused as exc:
         _fail_quietly(deployment_id, str(exc))
         return
@@ -65,11 +73,10 @@ def _fail_quietly(deployment_id: str, reason: str) -> None:
 def local_boot(deployment_id: str) -> None:
     """The `local` provisioner's instance has booted: report it ready, as a real one would."""
     deployment = selectors.deployment_get(deployment_id=deployment_id)
-    if deployment is None or deployment.status not in {
-        DeploymentStatus.PENDING,
-        DeploymentStatus.PROVISIONING,
-    }:
-        return
+    if deployment is None or not services.is_transition_allowed(
+        deployment.status, DeploymentStatus.READY
+    ):
+        return  # gone, ended or already ready
     with contextlib.suppress(DomainError):  # stopped meanwhile
         services.deployment_apply_provisioner_status(
             deployment_id=deployment_id,
@@ -124,7 +131,7 @@ def _teardown_one(provisioner: Provisioner, deployment_id: str) -> None:
 def teardown(deployment_id: str) -> None:
     """Deprecated: messages sent before ends became plural (`deployments.teardown_many`). Kept
     registered for one release so that messages in flight are consumed; remove in the next."""
-    _teardown_one(get_provisioner(), deployment_id)
+    teardown_many([deployment_id])
 
 
 @shared_task(base=BuddyTask, name="deployments.reconcile", max_retries=3)

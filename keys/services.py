@@ -26,10 +26,11 @@ from buddy.core.errors import (
 )
 from buddy.core.ids import as_uuid
 from deployments.models import (
+    SERVING_STATUSES,
+    STATUS_SPEC,
     TERMINAL_STATUSES,
     Deployment,
     DeploymentEvent,
-    DeploymentStatus,
     EventKind,
 )
 from deployments.services import event_record
@@ -38,10 +39,9 @@ from keys.lookup import guards
 from keys.models import ApiKey, RevokeReason
 
 DEFAULT_KEY_NAME = "default"
-_REVOKE_REASON_OF_STATUS: dict[str, str] = {
-    DeploymentStatus.STOPPED: RevokeReason.DEPLOYMENT_STOPPED,
-    DeploymentStatus.FAILED: RevokeReason.DEPLOYMENT_FAILED,
-    DeploymentStatus.TERMINATED: RevokeReason.DEPLOYMENT_TERMINATED,
+# The keys of an ended deployment are revoked with the code of its end.
+_REVOKE_REASON_OF_STATUS: dict[str, RevokeReason] = {
+    status: RevokeReason(spec.end_code) for status, spec in STATUS_SPEC.items() if spec.ended
 }
 
 
@@ -99,7 +99,7 @@ def key_create(*, deployment_id: object, name: str, actor: str) -> tuple[ApiKey,
         deployment = _lock_deployment(deployment_id)
         if deployment is None:
             raise NotFound("Deployment not found.")
-        if deployment.status != DeploymentStatus.READY or deployment.pack_ends_at <= timezone.now():
+        if deployment.status not in SERVING_STATUSES or deployment.pack_ends_at <= timezone.now():
             raise DeploymentNotReady(
                 f"Keys can be created only on a ready deployment (it is {deployment.status})."
             )
@@ -131,7 +131,7 @@ def key_create_default(*, deployment_id: object) -> ApiKey | None:
         existing = ApiKey.objects.filter(deployment=deployment, is_default=True).first()
         if existing is not None:
             return existing
-        if deployment.status != DeploymentStatus.READY or deployment.pack_ends_at <= timezone.now():
+        if deployment.status not in SERVING_STATUSES or deployment.pack_ends_at <= timezone.now():
             return None
         try:
             with transaction.atomic():
@@ -301,7 +301,9 @@ def key_reconcile(*, batch_size: int = 200) -> dict[str, int]:
     """What the database says is owed and a lost task message may have left undone:
     default keys of ready deployments, revocation of ended deployments' keys, expired secrets."""
     missing_default = list(
-        Deployment.objects.filter(status=DeploymentStatus.READY, pack_ends_at__gt=timezone.now())
+        Deployment.objects.filter(
+            status__in=list(SERVING_STATUSES), pack_ends_at__gt=timezone.now()
+        )
         .exclude(keys__is_default=True)
         .values_list("pk", flat=True)[:batch_size]
     )

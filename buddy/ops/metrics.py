@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import wraps
-from typing import Any, ParamSpec, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 # In multiprocess mode every metric writes to a file there from its creation on: make sure the
 # directory exists in whatever process imports this (web worker, Celery worker, a shell).
@@ -84,7 +84,10 @@ class _HasOutcome(Protocol):
     def outcome(self) -> Any: ...
 
 
-def observe_lookup(fn: Callable[P, _HasOutcome]) -> Callable[P, _HasOutcome]:
+R = TypeVar("R", bound=_HasOutcome)
+
+
+def observe_lookup(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap a lookup (e.g. `keys.lookup.selectors.key_lookup`) so each call is counted and timed.
 
     The view then calls `observe_lookup(key_lookup)(authorization=..., model=...)`, or binds the
@@ -92,7 +95,7 @@ def observe_lookup(fn: Callable[P, _HasOutcome]) -> Callable[P, _HasOutcome]:
     """
 
     @wraps(fn)
-    def observed(*args: P.args, **kwargs: P.kwargs) -> _HasOutcome:
+    def observed(*args: P.args, **kwargs: P.kwargs) -> R:
         started = time.perf_counter()
         result = fn(*args, **kwargs)
         record_lookup(result.outcome.code, time.perf_counter() - started)

@@ -10,7 +10,7 @@ from typing import Any
 from buddy.core import errors
 from buddy.core.errors import ErrorEntry
 from buddy.http.errors import error_body
-from deployments.models import TERMINAL_STATUSES, DeploymentStatus
+from deployments.models import PACK_EXPIRED_STATUS, STATUS_SPEC, TERMINAL_STATUSES
 
 
 class LookupOutcome(enum.Enum):
@@ -80,22 +80,33 @@ class LookupResult:
         return error_body(self.outcome.error)
 
 
+# An ended deployment's answer, by the code of its end (for `judge`).
+_OUTCOME_OF_END_CODE = {
+    outcome.code: outcome
+    for outcome in LookupOutcome
+    if outcome.code in {spec.end_code for spec in STATUS_SPEC.values() if spec.ended}
+}
+
+
 def judge(snapshot: KeySnapshot, *, model: object, now: datetime) -> LookupOutcome:
-    """The answer for a verified key, from the contract's order of rows."""
+    """The answer for a verified key, from the contract's order of rows; what a deployment's
+    status answers is the status spec's: an ended one, the code of its end; a live one whose pack
+    has run out, the code of the end the sweep gives it; one that serves, its endpoint."""
     if snapshot.revoked:
         return LookupOutcome.REVOKED_API_KEY
     if snapshot.deployment_id is None:
         return LookupOutcome.DEPLOYMENT_NOT_FOUND
     status = snapshot.deployment_status
-    if status == DeploymentStatus.STOPPED:
-        return LookupOutcome.DEPLOYMENT_STOPPED
-    if status == DeploymentStatus.FAILED:
-        return LookupOutcome.DEPLOYMENT_FAILED
-    if status == DeploymentStatus.TERMINATED or (
-        snapshot.pack_ends_at is not None and snapshot.pack_ends_at <= now
+    if (
+        status not in TERMINAL_STATUSES
+        and snapshot.pack_ends_at is not None
+        and snapshot.pack_ends_at <= now
     ):
-        return LookupOutcome.DEPLOYMENT_TERMINATED
-    if status != DeploymentStatus.READY or not snapshot.endpoint_url:
+        status = PACK_EXPIRED_STATUS
+    spec = STATUS_SPEC.get(status)
+    if spec is not None and spec.ended:
+        return _OUTCOME_OF_END_CODE[spec.end_code]
+    if spec is None or not spec.serves or not snapshot.endpoint_url:
         return LookupOutcome.DEPLOYMENT_NOT_READY
     if model is not None and model != snapshot.model:
         return LookupOutcome.MODEL_MISMATCH

@@ -33,7 +33,7 @@ def test_an_end_sends_its_revocation_and_teardown_after_the_commit(
     deployment = DeploymentFactory(ready=True)
     with django_capture_on_commit_callbacks() as callbacks:
         services.deployment_stop(deployment_id=deployment.pk, actor="t")
-    assert len(callbacks) == 2  # keys.revoke_for_deployment, deployments.teardown
+    assert len(callbacks) == 2  # keys.revoke_for_deployments, deployments.teardown_many
 
 
 def test_a_sweep_batch_sends_two_messages_whatever_its_size(django_capture_on_commit_callbacks):

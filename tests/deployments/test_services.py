@@ -1,7 +1,9 @@
+import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connections, transaction
 from django.utils import timezone
 
 from buddy.core.errors import InvalidTransition, NotFound, ValidationFailed
@@ -226,6 +228,52 @@ def test_expire_batch_terminates_only_ended_live_packs():
     stopped.refresh_from_db()
     assert running.status == "ready"
     assert stopped.status == "stopped"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_claims_around_a_deployment_another_transaction_holds_instead_of_waiting():
+    now = timezone.now()
+    held = DeploymentFactory(ready=True, pack_ends_at=now - timedelta(seconds=2))
+    free = DeploymentFactory(ready=True, pack_ends_at=now - timedelta(seconds=1))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                Deployment.objects.select_for_update().get(pk=held.pk)
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(timeout=30)
+        assert services.deployment_expire_batch(now=now) == [free.pk]
+    finally:
+        release.set()
+        holder.join(timeout=30)
+    assert services.deployment_expire_batch(now=now) == [held.pk]
+    assert services.deployment_expire_batch(now=now) == []
+
+
+@pytest.mark.django_db
+def test_one_end_and_a_sweep_s_end_write_the_same_record():
+    now = timezone.now()
+    stopped = services.deployment_stop(deployment_id=_in("ready").pk, actor="user:t")
+    expired = DeploymentFactory(ready=True, pack_ends_at=now - timedelta(seconds=1))
+    services.deployment_expire_batch(now=now)
+    expired.refresh_from_db()
+    for deployment, end_reason in ((stopped, "stopped_by_owner"), (expired, "pack_expired")):
+        stored = Deployment.objects.get(pk=deployment.pk)
+        assert stored.end_reason == end_reason
+        assert stored.ended_at is not None and stored.updated_at == stored.ended_at
+        (event,) = stored.events.all()
+        assert event.detail == {"from": "ready", "end_reason": end_reason}
+    # The single end returns the deployment as stored.
+    assert (stopped.status, stopped.end_reason) == ("stopped", "stopped_by_owner")
+    assert stopped.ended_at == Deployment.objects.get(pk=stopped.pk).ended_at
 
 
 @pytest.mark.django_db

@@ -53,7 +53,7 @@ def test_operator_end_revokes_every_key_before_returning(
 def test_the_revocation_task_running_afterwards_changes_nothing(keyed):
     services.deployment_stop_by_operator(deployment_id=keyed.pk, actor="operator:ops")
     events = keyed.events.count()
-    # What the worker's `keys.revoke_for_deployment` does when its message arrives.
+    # What the worker's `keys.revoke_for_deployments` does when its message arrives.
     assert (
         key_services.key_revoke_all_for_deployments(
             deployment_ids=[keyed.pk], actor="system:revocation"

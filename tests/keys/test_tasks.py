@@ -10,6 +10,7 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
+from buddy.core.tasks import app
 from deployments import services as deployment_services
 from deployments.models import Deployment
 from keys import services
@@ -125,6 +126,22 @@ def test_the_sweeps_batch_revocation_gives_each_key_the_reason_of_its_deployment
             ApiKey.objects.filter(deployment=deployment).values_list("revoke_reason", flat=True)
         ) == {reason}
         assert deployment.events.filter(kind="key_revoked").count() == 3
+
+
+@pytest.mark.django_db
+def test_a_revocation_message_of_the_previous_release_is_still_consumed():
+    stopped = DeploymentFactory(status="stopped", ended_at=timezone.now())
+    live = DeploymentFactory(ready=True)
+    for deployment in (stopped, live):
+        bulk_keys(deployment, 3)
+    for deployment in (stopped, live):
+        result = app.tasks["keys.revoke_for_deployment"].apply(args=[str(deployment.pk)])
+        assert result.successful(), result.result
+    assert active_keys(stopped.pk) == 0 and active_keys(live.pk) == 3
+    assert set(
+        ApiKey.objects.filter(deployment=stopped).values_list("revoke_reason", flat=True)
+    ) == {"deployment_stopped"}
+    assert stopped.events.filter(kind="key_revoked", actor="system:revocation").count() == 3
 
 
 @pytest.mark.django_db
