@@ -22,9 +22,9 @@ from buddy.core.errors import (
     NotFound,
     SecretAlreadyShown,
     SecretExpired,
-    ValidationFailed,
 )
 from buddy.core.ids import as_uuid
+from buddy.core.validation import validate_name
 from deployments.models import (
     SERVING_STATUSES,
     STATUS_SPEC,
@@ -43,15 +43,6 @@ DEFAULT_KEY_NAME = "default"
 _REVOKE_REASON_OF_STATUS: dict[str, RevokeReason] = {
     status: RevokeReason(spec.end_code) for status, spec in STATUS_SPEC.items() if spec.ended
 }
-
-
-def _validate_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationFailed(fields={"name": ["A non-blank name is required."]})
-    name = name.strip()
-    if len(name) > 100:
-        raise ValidationFailed(fields={"name": ["At most 100 characters."]})
-    return name
 
 
 def _lock_deployment(deployment_id: object) -> Deployment | None:
@@ -94,7 +85,7 @@ def key_create(*, deployment_id: object, name: str, actor: str) -> tuple[ApiKey,
     The deployment row is locked, so a key cannot be created after a concurrent stop committed
     (it sees the stop and refuses) nor slip in before it unseen (the stop's revocation finds it).
     """
-    name = _validate_name(name)
+    name = validate_name(name)
     with transaction.atomic():
         deployment = _lock_deployment(deployment_id)
         if deployment is None:

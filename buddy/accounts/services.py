@@ -13,6 +13,7 @@ from knox.models import AuthToken
 
 from buddy.accounts.models import ServiceRole, ServiceToken
 from buddy.core.errors import InvalidCredentials, ValidationFailed
+from buddy.core.validation import validate_name
 
 
 def console_token_create(*, request: HttpRequest, username: str, password: str) -> str:
@@ -39,7 +40,7 @@ def service_token_digest(secret: str) -> str:
 
 def service_token_create(*, name: str, role: str) -> tuple[ServiceToken, str]:
     """A new service token; its secret is returned once and only its SHA-256 digest is kept."""
-    name = _validate_token_name(name)
+    name = validate_name(name)
     if role not in ServiceRole.values:
         raise ValidationFailed(fields={"role": [f"One of: {', '.join(ServiceRole.values)}."]})
     secret = SERVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -53,12 +54,3 @@ def service_token_revoke(*, token_id: int) -> ServiceToken:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
-
-
-def _validate_token_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationFailed(fields={"name": ["A non-blank name is required."]})
-    name = name.strip()
-    if len(name) > 100:
-        raise ValidationFailed(fields={"name": ["At most 100 characters."]})
-    return name
