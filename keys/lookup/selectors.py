@@ -145,11 +145,11 @@ def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
     identified = entry is not None and hmac.compare_digest(entry.key_hmac, key_hmac)
     if identified:
         assert entry is not None
-        snapshot = _snapshot_of_entry(public_id, entry)
+        from_cache = _snapshot_of_entry(public_id, entry)
         guards = cached.guards if cached is not None else None
         fresh = guards is not None and guards.clear and guards.generation == entry.generation
-        if fresh or is_permanent_refusal(snapshot):
-            result = LookupResult(judge(snapshot, model=model, now=timezone.now()), snapshot)
+        if fresh or is_permanent_refusal(from_cache):
+            result = LookupResult(judge(from_cache, model=model, now=timezone.now()), from_cache)
             if result.ok:
                 usage.recorder.record(public_id)
             return result
@@ -167,10 +167,9 @@ def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
     # commits after this point (`keys.lookup`'s docstring has the argument).
     if guards is None or not identified:
         guards = cache.guards(public_id, deployment_id)
-    from_database = _fresh_snapshot(key_pk)
-    if from_database is None:  # the key row itself is gone
+    snapshot = _fresh_snapshot(key_pk)
+    if snapshot is None:  # the key row itself is gone
         return LookupResult(LookupOutcome.INVALID_API_KEY)
-    snapshot = from_database
     result = LookupResult(judge(snapshot, model=model, now=timezone.now()), snapshot)
     if guards is not None:
         cache.fill(
