@@ -114,52 +114,9 @@ UPSTREAM_ERROR = _e("upstream_error", 502, "The model server failed.")
 NOT_READY = _e("not_ready", 503, "Not ready.")
 UPSTREAM_TIMEOUT = _e("upstream_timeout", 504, "The model server did not answer in time.")
 
+# Every entry above, by code (derived, so an entry cannot be declared and left out).
 CATALOGUE: Mapping[str, ErrorEntry] = MappingProxyType(
-    {
-        entry.code: entry
-        for entry in (
-            BAD_REQUEST,
-            INVALID_JSON,
-            VALIDATION_ERROR,
-            MISSING_API_KEY,
-            MODEL_MISMATCH,
-            UPSTREAM_REJECTED,
-            NOT_AUTHENTICATED,
-            AUTHENTICATION_FAILED,
-            INVALID_CREDENTIALS,
-            INVALID_API_KEY,
-            REVOKED_API_KEY,
-            EXPIRED_API_KEY,
-            INVALID_SIGNATURE,
-            PERMISSION_DENIED,
-            CSRF_FAILED,
-            SERVICE_AUTH_FAILED,
-            NOT_FOUND,
-            DEPLOYMENT_NOT_FOUND,
-            METHOD_NOT_ALLOWED,
-            NOT_ACCEPTABLE,
-            INVALID_TRANSITION,
-            DEPLOYMENT_NOT_READY,
-            DEPLOYMENT_STOPPED,
-            DEPLOYMENT_FAILED,
-            DEPLOYMENT_TERMINATED,
-            KEY_LIMIT_REACHED,
-            KEY_REVOKED,
-            KEY_EXPIRED,
-            WEBHOOK_LIMIT_REACHED,
-            SECRET_ALREADY_SHOWN,
-            SECRET_EXPIRED,
-            REQUEST_TOO_LARGE,
-            UNSUPPORTED_MEDIA_TYPE,
-            RATE_LIMITED,
-            RATE_LIMIT_EXCEEDED,
-            UPSTREAM_RATE_LIMITED,
-            SERVER_ERROR,
-            UPSTREAM_ERROR,
-            NOT_READY,
-            UPSTREAM_TIMEOUT,
-        )
-    }
+    {entry.code: entry for entry in list(globals().values()) if isinstance(entry, ErrorEntry)}
 )
 
 # The generic answer for a bare status (an error Django or a server answered without a code).
