@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from buddy.core.ids import as_uuid
-from buddy.http.admin_actions import apply_each, form_or_page, operator_actor
+from buddy.http.admin_actions import ReadOnlyTabularInline, apply_each, form_or_page, operator_actor
 from deployments import services
 from deployments.models import Deployment, DeploymentEvent, Template
 
@@ -33,20 +33,12 @@ class TemplateAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at",)
 
 
-class DeploymentEventInline(admin.TabularInline):
+class DeploymentEventInline(ReadOnlyTabularInline):
     model = DeploymentEvent
     fields = ("at", "kind", "actor", "detail")
     readonly_fields = fields
     ordering = ("-at", "-id")
-    extra = 0
-    can_delete = False
     verbose_name_plural = "event history"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ExtendPackForm(forms.Form):

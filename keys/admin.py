@@ -15,7 +15,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from buddy.http.admin_actions import apply_each, form_or_page, operator_actor
+from buddy.http.admin_actions import ReadOnlyTabularInline, apply_each, form_or_page, operator_actor
 from deployments.admin import DeploymentAdmin
 from deployments.models import Deployment
 from keys import services
@@ -121,7 +121,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return None
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ReadOnlyTabularInline):
     """The deployment's keys, by masked id (hashes and sealed secrets are not fields here)."""
 
     model = ApiKey
@@ -137,15 +137,7 @@ class ApiKeyInline(admin.TabularInline):
     )
     readonly_fields = fields
     ordering = ("-created_at",)
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class DeploymentWithKeysAdmin(DeploymentAdmin):

@@ -1,4 +1,4 @@
-"""Plumbing shared by the admin actions of deployments and keys.
+"""Plumbing shared by the admin pages and actions of deployments and keys.
 
 Actions that need input (a pack length, a revoke reason) show an intermediate form page; its
 submit posts back to the changelist with the same action and selection, and the action then runs
@@ -18,6 +18,20 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from buddy.core.errors import DomainError
+
+
+class ReadOnlyTabularInline(admin.TabularInline):
+    """A history shown on its parent's page: every field read-only, nothing added, changed or
+    deleted there (the services act; the admin shows)."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 def operator_actor(request: HttpRequest) -> str:
