@@ -105,3 +105,40 @@ def test_models_lists_every_active_template(transactional_db):
     status, content, _ = call("/local-model/v1/models")
     assert status == 200
     assert [m["id"] for m in json.loads(content)["data"]] == ["gemma4:26b", "qwen3.6:27b"]
+
+
+def test_word_count_is_linear_in_whitespace():
+    """A megabyte of whitespace after a word (and inside the prompt) is counted in well under a
+    second; the quadratic pattern it replaces took minutes for 40 000 spaces, hours for this."""
+    import time
+
+    from gateway.local_model import reply_for
+
+    spaces = " \t\n" * 350_000  # ~1 MB
+    body = {
+        "model": "gemma4:26b",
+        "messages": [
+            {"role": "system", "content": "be brief" + spaces},
+            {"role": "user", "content": "hello" + spaces + "world" + spaces},
+        ],
+    }
+    started = time.perf_counter()
+    pieces, prompt_tokens, finish = reply_for(body)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 2.0, f"{elapsed:.2f} s for a megabyte of whitespace"
+    assert pieces == ["hello", spaces + "world"]
+    assert (prompt_tokens, finish) == (4, "stop")
+
+
+@override_settings(BUDDY_LOCAL_MODEL_ENABLED=True, BUDDY_UPSTREAM_API_KEY="")
+def test_a_megabyte_of_trailing_whitespace_is_answered_at_once():
+    import time
+
+    body = {**CHAT, "messages": [{"role": "user", "content": "hello" + " " * 1_000_000}]}
+    started = time.perf_counter()
+    status, content, _ = call(URL, body)
+    assert time.perf_counter() - started < 2.0
+    assert status == 200
+    answer = json.loads(content)
+    assert answer["choices"][0]["message"]["content"] == "hello"
+    assert answer["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
