@@ -47,7 +47,8 @@ else:
         raise ImproperlyConfigured(
             "SECRET_KEY must be set (or DEBUG=true for the embedded development mode)"
         ) from exc
-    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+    # No `testserver` (Django's test client adds it to the tests' own settings).
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -144,7 +145,19 @@ STORAGES = {
 
 SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", not DEBUG)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Reverse proxies in front of buddy (also DRF's NUM_PROXIES below). Only behind one is the
+# `X-Forwarded-Proto` header believed: without a proxy any client could send it.
+BUDDY_NUM_PROXIES = env.int("BUDDY_NUM_PROXIES", default=0)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BUDDY_NUM_PROXIES > 0 else None
+# HTTPS outside DEBUG unless told otherwise (README, "TLS"): plain http is redirected and browsers
+# are told to keep to https (HSTS, sent only on https answers). Machines on the private network
+# (probes, Prometheus, the proxy's lookups, provisioner callbacks) are not redirected: a redirect
+# protects nothing there (the credential has already been sent) and would only break them.
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^internal/"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
 
 # --- Redis and Celery -------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -196,7 +209,9 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- buddy ------------------------------------------------------------------------------------
-BUDDY_PROVISIONER = env.str("BUDDY_PROVISIONER", default="local")
+# The simulated `local` provisioner is the embedded default's; outside DEBUG nobody is told to
+# boot anything unless `BUDDY_PROVISIONER` says so.
+BUDDY_PROVISIONER = env.str("BUDDY_PROVISIONER", default="local" if DEBUG else "none")
 if BUDDY_PROVISIONER not in {"local", "http", "none"}:
     raise ImproperlyConfigured("BUDDY_PROVISIONER must be one of local, http, none")
 BUDDY_PROVISIONER_URL = env.str("BUDDY_PROVISIONER_URL", default="")
@@ -235,7 +250,11 @@ BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS = env.float(
 BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS = env.float(
     "BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS", default=600.0
 )
-BUDDY_LOCAL_MODEL_ENABLED = _bool("BUDDY_LOCAL_MODEL_ENABLED", BUDDY_PROVISIONER == "local")
+# The built-in model server: on by default only in DEBUG with the `local` provisioner; anywhere
+# else only when asked for.
+BUDDY_LOCAL_MODEL_ENABLED = _bool(
+    "BUDDY_LOCAL_MODEL_ENABLED", DEBUG and BUDDY_PROVISIONER == "local"
+)
 # --- the proxy lookup (keys.lookup) -----------------------------
 # How long a verified lookup stays in Redis; must stay below the tombstones' 24 h.
 BUDDY_LOOKUP_CACHE_TTL_SECONDS = env.int("BUDDY_LOOKUP_CACHE_TTL_SECONDS", default=300)
@@ -282,7 +301,7 @@ REST_FRAMEWORK = {
     },
     # Reverse proxies in front of buddy: throttles key on the client address they report.
     # 0 (the default) trusts only REMOTE_ADDR, so a forged X-Forwarded-For changes nothing.
-    "NUM_PROXIES": env.int("BUDDY_NUM_PROXIES", default=0),
+    "NUM_PROXIES": BUDDY_NUM_PROXIES,
     "EXCEPTION_HANDLER": "buddy.http.errors.api_exception_handler",
 }
 CSRF_FAILURE_VIEW = "buddy.http.errors.csrf_failure"

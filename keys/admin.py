@@ -15,7 +15,13 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from buddy.http.admin_actions import ReadOnlyTabularInline, apply_each, form_or_page, operator_actor
+from buddy.http.admin_actions import (
+    ReadOnlyTabularInline,
+    RefuseSecretLookups,
+    apply_each,
+    form_or_page,
+    operator_actor,
+)
 from deployments.admin import DeploymentAdmin
 from deployments.models import Deployment
 from keys import services
@@ -47,7 +53,8 @@ class RevokeForm(forms.Form):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(RefuseSecretLookups):
+    secret_fields = frozenset({"secret_hash", "sealed_secret"})
     list_display = (
         "masked",
         "name",

@@ -336,3 +336,25 @@ class _FakeRequest:
         @staticmethod
         def has_perm(perm, obj=None):
             return True
+
+
+def test_no_lookup_on_a_hash_or_digest_field_is_allowed_from_the_url(
+    admin_client, keyed_deployment
+):
+    """`?secret_hash__startswith=...` would let whoever sees the list read a hash out a character
+    at a time: Django answers such a lookup with 400 once the admin refuses it."""
+    key = ApiKey.objects.get(name="laptop")
+    token, _secret = account_services.service_token_create(name="edge", role="proxy")
+    probes = [
+        (KEYS_CHANGELIST, {"secret_hash__startswith": key.secret_hash[:20]}),
+        (KEYS_CHANGELIST, {"secret_hash": key.secret_hash}),
+        (KEYS_CHANGELIST, {"sealed_secret__isnull": "False"}),
+        (KEYS_CHANGELIST, {"deployment__keys__secret_hash__startswith": "$argon2id$"}),
+        ("admin:accounts_servicetoken_changelist", {"digest__startswith": token.digest[:4]}),
+        ("admin:accounts_servicetoken_changelist", {"digest": token.digest}),
+    ]
+    for url_name, params in probes:
+        assert admin_client.get(reverse(url_name), params).status_code == 400, params
+    # Ordinary filters still work.
+    ok = admin_client.get(reverse(KEYS_CHANGELIST), {"name": "laptop"})
+    assert ok.status_code == 200 and list(ok.context["cl"].result_list) == [key]

@@ -13,11 +13,12 @@ from knox.models import AuthToken
 
 from buddy.accounts import services
 from buddy.accounts.models import ServiceToken
-from buddy.http.admin_actions import apply_each
+from buddy.http.admin_actions import RefuseSecretLookups, apply_each
 
 
 @admin.register(ServiceToken)
-class ServiceTokenAdmin(admin.ModelAdmin):
+class ServiceTokenAdmin(RefuseSecretLookups):
+    secret_fields = frozenset({"digest"})
     list_display = ("name", "role", "created_at", "revoked_at")
     list_filter = ("role", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("name",)
