@@ -15,6 +15,12 @@ if settings.DEBUG:
 
     application = ASGIStaticFilesHandler(application)
 
+# Outermost: a body over its path's limit is refused as it arrives, before Django's handler
+# reads it whole (buddy.http.body_limit).
+from buddy.http.body_limit import BodySizeLimit  # noqa: E402
+
+application = BodySizeLimit(application)  # type: ignore[assignment]  # any ASGI app
+
 from buddy.core.embedded import start_scheduler  # noqa: E402
 from buddy.core.tasks import app  # noqa: E402
 

@@ -73,6 +73,8 @@ MIDDLEWARE = [
     # First, so that every log line of the request (errors included) carries its id.
     "buddy.http.request_id.RequestIdMiddleware",
     "buddy.http.middleware.JsonErrorsMiddleware",
+    # Before anything reads a body: 413 over BUDDY_MAX_BODY_BYTES / BUDDY_GATEWAY_MAX_BODY_BYTES.
+    "buddy.http.body_limit.BodySizeLimitMiddleware",
     # Answers the proxy's hot path before the browser-oriented middleware below
     # (keys.lookup.middleware).
     "keys.lookup.middleware.ProxyLookupShortcutMiddleware",
@@ -158,6 +160,18 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^internal/"
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 365 * 24 * 3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
+
+# Request bodies (buddy.http.body_limit): the OpenAI-compatible paths carry whole conversations,
+# everything else small JSON or an admin form. Over the limit: 413 before the body is read.
+BUDDY_MAX_BODY_BYTES = env.int("BUDDY_MAX_BODY_BYTES", default=64 * 1024)
+BUDDY_GATEWAY_MAX_BODY_BYTES = env.int("BUDDY_GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# Django's own caps must not cut in below ours (its 2.5 MB would refuse a 3 MB chat with a bare
+# 400), and a body we accept is kept in memory rather than spooled to a temporary file.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(BUDDY_MAX_BODY_BYTES, BUDDY_GATEWAY_MAX_BODY_BYTES)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Form fields per request (Django's default): an admin changelist shows at most 100 rows a page,
+# so an action's selection stays far below it.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 # --- Redis and Celery -------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -36,7 +36,7 @@ def test_the_schema_is_served_without_authentication(client):
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "body",
-    [b"[" * 100_000 + b"]" * 100_000, b'{"pack_hours": NaN}', b"\xff\xfe{}", b'{"a": Infinity}'],
+    [b"[" * 30_000 + b"]" * 30_000, b'{"pack_hours": NaN}', b"\xff\xfe{}", b'{"a": Infinity}'],
 )
 def test_bodies_that_are_not_plain_json_are_400_invalid_json(user, body):
     response = token_client(user).generic(
