@@ -269,6 +269,12 @@ BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS = env.float(
 BUDDY_LOCAL_MODEL_ENABLED = _bool(
     "BUDDY_LOCAL_MODEL_ENABLED", DEBUG and BUDDY_PROVISIONER == "local"
 )
+# --- /metrics (buddy.ops.metrics) ---
+# The Prometheus scraper's credential (`Authorization: Bearer ...`). Unset: /metrics is 404
+# outside DEBUG, open in DEBUG.
+BUDDY_METRICS_TOKEN = env.str("BUDDY_METRICS_TOKEN", default="")
+# Families that cost a query (keys, deployments) are counted at most this often per process.
+BUDDY_METRICS_GAUGE_SECONDS = env.float("BUDDY_METRICS_GAUGE_SECONDS", default=15.0)
 # --- the proxy lookup (keys.lookup) -----------------------------
 # How long a verified lookup stays in Redis; must stay below the tombstones' 24 h.
 BUDDY_LOOKUP_CACHE_TTL_SECONDS = env.int("BUDDY_LOOKUP_CACHE_TTL_SECONDS", default=300)

@@ -31,9 +31,21 @@ def always_fails() -> None:
     raise RuntimeError("this task fails on purpose")
 
 
+METRICS_TOKEN = "metrics-scraper-secret"
+
+
+@pytest.fixture(autouse=True)
+def _scraper(settings):
+    """Every scrape here is the scraper's (`Bearer $BUDDY_METRICS_TOKEN`), and counts afresh."""
+    settings.BUDDY_METRICS_TOKEN = METRICS_TOKEN
+    metrics.forget_collected()
+    yield
+    metrics.forget_collected()
+
+
 def _scrape(client) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """{sample name: {sorted labels: value}} of one `/metrics` answer."""
-    response = client.get("/metrics")
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
@@ -211,3 +223,81 @@ def test_the_gateways_lookups_are_counted_like_the_internal_endpoints(client):
     assert response.status_code == 401
     after = _scrape(client)
     assert _lookups(after, "invalid_api_key") - _lookups(before, "invalid_api_key") == 1
+
+
+# --- who may scrape, and how often it costs a query ------------------------------------------------
+
+
+def _error(response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["code"]
+
+
+def test_only_the_metrics_token_may_scrape(client):
+    assert _error(client.get("/metrics")) == (401, "not_authenticated")
+    assert client.get("/metrics")["WWW-Authenticate"].startswith("Bearer")
+    for wrong in [
+        "Bearer wrong",
+        f"Token {METRICS_TOKEN}",
+        f"Bearer {METRICS_TOKEN}x",
+        "Basic eDp5",
+    ]:
+        response = client.get("/metrics", HTTP_AUTHORIZATION=wrong)
+        assert response.status_code in {401, 403}, wrong
+    assert _error(client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong")) == (
+        403,
+        "permission_denied",
+    )
+    ok = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+    assert ok.status_code == 200 and b"buddy_deployments" in ok.content
+
+
+def test_without_a_token_metrics_do_not_exist_outside_debug_and_are_open_in_debug(client, settings):
+    settings.BUDDY_METRICS_TOKEN = ""
+    assert _error(client.get("/metrics")) == (404, "not_found")
+    assert _error(client.get("/metrics", HTTP_AUTHORIZATION="Bearer anything")) == (
+        404,
+        "not_found",
+    )
+    settings.DEBUG = True
+    assert client.get("/metrics").status_code == 200
+
+
+def test_database_families_are_counted_at_most_every_gauge_interval(
+    client, settings, django_assert_num_queries
+):
+    settings.BUDDY_METRICS_GAUGE_SECONDS = 3600
+    DeploymentFactory(status=DeploymentStatus.PENDING)
+    first = _scrape(client)
+    assert first["buddy_deployments"][(("status", "pending"),)] == 1
+    DeploymentFactory(status=DeploymentStatus.PENDING)
+    with django_assert_num_queries(0):  # within the interval: not one query, however many scrapes
+        for _ in range(5):
+            again = _scrape(client)
+    assert again["buddy_deployments"][(("status", "pending"),)] == 1
+    assert again["buddy_keys_created_total"] == first["buddy_keys_created_total"]
+    settings.BUDDY_METRICS_GAUGE_SECONDS = 0  # the interval has passed: counted again
+    assert _scrape(client)["buddy_deployments"][(("status", "pending"),)] == 2
+
+
+def test_the_api_schema_is_generated_once_per_process(client, monkeypatch):
+    from drf_spectacular.generators import SchemaGenerator
+
+    from buddy.http.schema_apis import forget_schemas
+
+    generated = []
+    original = SchemaGenerator.get_schema
+
+    def counting(self, *args, **kwargs):
+        generated.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SchemaGenerator, "get_schema", counting)
+    forget_schemas()
+    answers = [
+        client.get("/api/schema", HTTP_ACCEPT=accept)
+        for accept in ["application/json", "application/yaml", "*/*"]
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[0].json()["openapi"].startswith("3.") and b"openapi:" in answers[1].content
+    assert answers[2].json() == answers[0].json()
+    assert len(generated) == 1

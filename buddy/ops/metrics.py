@@ -7,7 +7,9 @@ Three sources, chosen so that every web worker answers a scrape with the same, w
   counters live in prometheus-client's multiprocess files and any worker's scrape sums them all.
   Without it (the embedded default, tests) they live in this process.
 - **Keys created and revoked, deployments by status** are read from PostgreSQL at scrape time,
-  by collectors the apps register (`register_collector`, in their `AppConfig.ready`). Key rows
+  by collectors the apps register (`register_collector`, in their `AppConfig.ready`), at most
+  once every `BUDDY_METRICS_GAUGE_SECONDS` per process (scrapes in between get the last answer:
+  a scraper, or several, cannot make buddy count whole tables more often than that). Key rows
   are never deleted, so their counts only grow and are true counters; the database is the record
   of truth, so no process restart or lost increment can make them drift.
 - **Task failures** happen in the Celery worker, another process (often another container): the
@@ -18,8 +20,11 @@ Three sources, chosen so that every web worker answers a scrape with the same, w
 
 from __future__ import annotations
 
+import hmac
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import wraps
@@ -30,10 +35,13 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
+from django.conf import settings
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from buddy.core import errors
+from buddy.core.credentials import bearer_token
 from buddy.core.redis import client
 from buddy.core.tasks import TASK_FAILURES_KEY
 
@@ -107,13 +115,63 @@ def observe_lookup(fn: Callable[P, R]) -> Callable[P, R]:
 # --- scrape-time collectors -------------------------------------------------------------------
 
 
-_collectors: list[Any] = []
+class _AtMostEvery:
+    """A scrape-time collector whose answer is kept `BUDDY_METRICS_GAUGE_SECONDS`: its queries run
+    at most that often in this process, however often (and by however many) it is scraped. A
+    failed collection (an empty answer) is not kept."""
+
+    def __init__(self, collector: Any) -> None:
+        self.collector = collector
+        self._lock = threading.Lock()
+        self._metrics: list[Metric] = []
+        self._collected_at = -math.inf
+
+    def collect(self) -> list[Metric]:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._collected_at >= settings.BUDDY_METRICS_GAUGE_SECONDS:
+                metrics = list(self.collector.collect())
+                if metrics:
+                    self._metrics, self._collected_at = metrics, now
+                else:
+                    self._metrics = []
+            return self._metrics
+
+    def forget(self) -> None:
+        with self._lock:
+            self._metrics, self._collected_at = [], -math.inf
+
+
+_collectors: list[_AtMostEvery] = []
 
 
 def register_collector(collector: Any) -> None:
-    """Add a scrape-time collector (an object with `collect() -> Iterable[Metric]`), once."""
-    if not any(type(c) is type(collector) for c in _collectors):
-        _collectors.append(collector)
+    """Add a scrape-time collector (an object with `collect() -> Iterable[Metric]`), once; it runs
+    at most every `BUDDY_METRICS_GAUGE_SECONDS`."""
+    if not any(type(c.collector) is type(collector) for c in _collectors):
+        _collectors.append(_AtMostEvery(collector))
+
+
+def forget_collected() -> None:
+    """Drop the kept answers of the scrape-time collectors (the next scrape queries again)."""
+    for collector in _collectors:
+        collector.forget()
+
+
+def scrape_refusal(authorization: str | None) -> errors.ErrorEntry | None:
+    """Why a scrape with this `Authorization` header is refused, or None when it may scrape.
+
+    Only `Bearer $BUDDY_METRICS_TOKEN` may scrape. Without the variable, `/metrics` does not exist
+    outside DEBUG (404) and is open in DEBUG (the embedded default, on loopback)."""
+    expected: str = settings.BUDDY_METRICS_TOKEN
+    if not expected:
+        return None if settings.DEBUG else errors.NOT_FOUND
+    presented = bearer_token(authorization)
+    if presented is None:
+        return errors.NOT_AUTHENTICATED
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
+        return errors.PERMISSION_DENIED
+    return None
 
 
 class TaskFailureCollector:

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from buddy.core import errors
 from buddy.core.redis import client
 from buddy.http.errors import error_response
-from buddy.ops.metrics import exposition
+from buddy.ops.metrics import exposition, scrape_refusal
 
 
 @never_cache
@@ -52,5 +52,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text exposition (no authentication: expose it on the internal network only)."""
+    """Prometheus text exposition, for `Authorization: Bearer $BUDDY_METRICS_TOKEN` only."""
+    refusal = scrape_refusal(request.headers.get("Authorization"))
+    if refusal is errors.NOT_AUTHENTICATED:
+        return error_response(refusal, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    if refusal is not None:
+        return error_response(refusal)
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
