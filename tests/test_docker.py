@@ -9,15 +9,17 @@ from __future__ import annotations
 import os
 import re
 import runpy
+import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
-APP_SERVICES = ("migrate", "web", "worker", "beat")
+APP_SERVICES = ("migrate", "web", "gateway", "worker", "beat")
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +73,13 @@ def test_compose_runs_postgres_redis_migrate_web_worker_and_beat(compose):
 
 def test_every_long_running_service_has_a_health_check_and_waits_for_what_it_needs(compose):
     services = compose["services"]
-    for name in ("postgres", "redis", "web", "worker", "beat"):
+    for name in ("postgres", "redis", "web", "gateway", "worker", "beat"):
         check = services[name]["healthcheck"]
         assert check["test"][0] in {"CMD", "CMD-SHELL"}, name
         assert "interval" in check and "retries" in check, name
     assert services["migrate"]["healthcheck"] == {"disable": True}
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "gateway", "worker", "beat"):
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
@@ -166,3 +168,248 @@ def test_packaging_carries_migrations_commands_and_admin_templates():
         package, *rest = template.relative_to(root).parts
         assert package in packages
         assert any(fnmatch.fnmatch("/".join(rest), p) for p in config["package-data"]["*"])
+
+
+# --- the image's build stage, assembled and booted without a Docker engine ------------------------
+
+ROOT = DOCKER.parent
+
+
+def _dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    """(.dockerignore's rules, in order: (excludes?, pattern)). Docker's semantics: patterns are
+    relative to the context's root, `*` and `?` stay within a path segment, `**` spans any number
+    of them, `!` re-includes, the last matching rule wins, and a rule matching a directory
+    matches everything in it."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        excludes = not line.startswith("!")
+        pattern = line.removeprefix("!").strip("/")
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif pattern[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            elif pattern[i] == "[":
+                end = pattern.index("]", i)
+                regex, i = regex + pattern[i : end + 1], end + 1
+            else:
+                regex, i = regex + re.escape(pattern[i]), i + 1
+        rules.append((excludes, re.compile(regex + "(?:/.*)?")))
+    return rules
+
+
+def _ignored(relative: str, rules) -> bool:
+    ignored = False
+    for excludes, pattern in rules:
+        if pattern.fullmatch(relative):
+            ignored = excludes
+    return ignored
+
+
+def _context_files() -> list[str]:
+    """Every file of the build context that .dockerignore lets through (relative paths)."""
+    rules = _dockerignore_rules()
+    reincludes = any(not excludes for excludes, _ in rules)
+    found = []
+    for directory, dirnames, filenames in os.walk(ROOT):
+        here = Path(directory).relative_to(ROOT).as_posix()
+        prefix = "" if here == "." else here + "/"
+        if not reincludes:  # an ignored directory cannot hold a file that is let through
+            dirnames[:] = [d for d in dirnames if not _ignored(prefix + d, rules)]
+        found += [prefix + f for f in filenames if not _ignored(prefix + f, rules)]
+    return sorted(found)
+
+
+def _build_stage() -> tuple[list[tuple[list[str], str]], list[str]]:
+    """The build stage's (COPY sources and destination, relative to WORKDIR) and RUN commands."""
+    text = re.sub(r"\\\n", " ", (DOCKER / "Dockerfile").read_text())
+    stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
+    build = stages[0]
+    copies, runs = [], []
+    for line in build.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "COPY":
+            args = [w for w in words[1:] if not w.startswith("--")]
+            assert not any(w.startswith("--from") for w in words), (
+                "the build stage copies the context"
+            )
+            copies.append((args[:-1], args[-1]))
+        elif words[0] == "RUN":
+            runs.append(line.removeprefix("RUN ").strip())
+    return copies, runs
+
+
+def _assemble_build_context(target: Path) -> list[str]:
+    """Copy into `target` what the build stage's COPY instructions would (its WORKDIR)."""
+    files = _context_files()
+    copies, _runs = _build_stage()
+    placed = []
+    for sources, destination in copies:
+        for source in sources:
+            source = source.rstrip("/")
+            for relative in files:
+                if source == ".":
+                    inside = relative
+                elif relative == source:
+                    inside = Path(relative).name
+                elif relative.startswith(source + "/"):
+                    inside = relative[len(source) + 1 :]
+                else:
+                    continue
+                out = target / destination / inside
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(ROOT / relative, out)
+                placed.append((Path(destination) / inside).as_posix())
+    return placed
+
+
+def test_dockerignore_keeps_out_what_the_image_must_not_carry_and_lets_every_app_in():
+    files = _context_files()
+    tops = {f.split("/")[0] for f in files}
+    assert {"buddy", "deployments", "keys", "gateway", "pyproject.toml", "docker"} <= tops
+    for kept_out in [".git", ".venv", "tests", "bench", "db.sqlite3", "staticfiles", ".env"]:
+        assert kept_out not in tops, kept_out
+    assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
+
+
+def test_the_build_stage_installs_every_installed_app_and_boots_django_from_the_install(tmp_path):
+    """What the build stage copies, installed with `pip install .` into a virtualenv outside the
+    source tree (dependencies are this venv's, not downloaded), must hold every app of
+    INSTALLED_APPS: collectstatic (the image's build step), `check --deploy` under production
+    settings, and the gateway's URLs must all work from it."""
+    import sysconfig
+
+    src = tmp_path / "src"
+    placed = _assemble_build_context(src)
+    assert "pyproject.toml" in {p.removeprefix("./") for p in placed}
+    _copies, runs = _build_stage()
+    assert any("pip install ." in run for run in runs), runs
+
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    python = str(venv / "bin" / "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    # The dependencies: this venv's packages, on the path (a .pth line is not scanned for further
+    # .pth files, so the source tree's own editable install of buddy does not come along). Only
+    # the build backend (setuptools) is fetched, from the package index configured for pip.
+    Path(site, "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    install = subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--quiet",
+            ".",
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+
+    outside = tmp_path / "run"
+    outside.mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "buddy.settings",
+        "STATIC_ROOT": str(tmp_path / "staticfiles"),
+        "HOME": str(tmp_path),
+    }
+
+    def django(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [python, "-m", "django", *args],
+            cwd=outside,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+
+    where = subprocess.run(
+        [
+            python,
+            "-c",
+            "import buddy, gateway, keys, deployments as d; print(buddy.__file__, gateway.__file__, d.__file__)",
+        ],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert where.returncode == 0, where.stderr
+    assert all(path.startswith(site) for path in where.stdout.split()), where.stdout
+
+    # The image's build step, as its RUN line runs it.
+    collect = django("collectstatic", "--noinput", "--verbosity", "0", DEBUG="true")
+    assert collect.returncode == 0, collect.stderr
+    assert (tmp_path / "staticfiles" / "admin" / "css" / "base.css").exists()
+
+    production = {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "buddy.example.com",
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "BUDDY_NUM_PROXIES": "1",
+        "BUDDY_METRICS_TOKEN": "m" * 32,
+    }
+    check = django("check", "--deploy", **production)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # Of Django's deployment checks only the two deliberate choices remain (README, "TLS"): HSTS
+    # for subdomains and preloading are the operator's to opt into.
+    security = set(re.findall(r"\(security\.(W\d+)\)", check.stdout + check.stderr))
+    assert security <= {"W005", "W021"}, check.stdout + check.stderr
+    resolved = subprocess.run(
+        [python, "-c",
+         "import django; django.setup(); from django.urls import resolve; "
+         "m = resolve('/v1/chat/completions'); print(m.func.__module__); "
+         "print(resolve('/v1/models').func.__module__)"],
+        cwd=outside, env={**env, **production}, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert resolved.returncode == 0, resolved.stderr
+    assert resolved.stdout.split() == ["gateway.views", "gateway.views"]
+
+
+def test_the_gateway_runs_on_uvicorn_apart_from_web_on_gunicorn(compose):
+    """Slow completions, streams and uploads of /v1/ must not hold web's sync workers."""
+    services = compose["services"]
+    gateway = services["gateway"]["command"]
+    assert gateway[:2] == ["uvicorn", "buddy.asgi:application"]
+    assert "--proxy-headers" in gateway
+    port = gateway[gateway.index("--port") + 1]
+    assert any(str(p).endswith(f":{port}") for p in services["gateway"]["ports"])
+    assert port in " ".join(services["gateway"]["healthcheck"]["test"])
+    # web keeps the image's command: gunicorn on buddy.wsgi.
+    assert "command" not in services["web"]
+    text = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r'^CMD \["gunicorn", .*"buddy.wsgi"\]', text, re.MULTILINE)
+    # The README's production section routes /v1/ to the gateway and the rest to web.
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"`/v1/`[^\n]*`gateway`", readme)
