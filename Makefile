@@ -5,17 +5,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Exact versions with hashes, made from pyproject.toml by `make lock`: the image installs LOCK,
+# `make install` DEV_LOCK (LOCK plus the test tools).
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet
 PORT ?= 8000
 
 export PG_URL ?= postgres://postgres@127.0.0.1:5432/buddy
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint bench bench-expiry services browser clean
+.PHONY: install run test lint bench bench-expiry services browser clean lock audit
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -58,6 +64,18 @@ lint: install
 bench: install services
 	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python bench/lookup.py
+
+# After changing a dependency in pyproject.toml: the one command that regenerates both lock files
+# (newest versions allowed by pyproject.toml; commit them with the change).
+lock: install
+	$(UV_COMPILE) -o $(LOCK)
+	$(UV_COMPILE) --extra dev -o $(DEV_LOCK)
+
+# Known advisories of the locked versions (a release step, README "Dependencies": pip-audit's
+# advisory sources are not reachable from the development machines, so CI cannot run it).
+audit: install
+	$(BIN)/pip-audit --progress-spinner off --require-hashes -r $(LOCK)
+	$(BIN)/pip-audit --progress-spinner off --require-hashes -r $(DEV_LOCK)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache
