@@ -96,33 +96,19 @@ def test_gateway_paths_take_up_to_4_mib():
 
 
 @pytest.mark.django_db
-def test_the_limits_come_from_settings():
-    client = Client()
+@pytest.mark.parametrize(
+    ("path", "size", "status"),
+    [
+        ("/api/v1/auth/token", 11, 413),
+        ("/api/v1/auth/token", 10, 400),  # read, and not JSON
+        ("/v1/chat/completions", 21, 413),
+        ("/v1/chat/completions", 15, 400),
+    ],
+)
+def test_the_limits_come_from_settings(path, size, status):
     with override_settings(BUDDY_MAX_BODY_BYTES=10, BUDDY_GATEWAY_MAX_BODY_BYTES=20):
-        assert (
-            client.post(
-                "/api/v1/auth/token", data=b"x" * 11, content_type="application/json"
-            ).status_code
-            == 413
-        )
-        assert (
-            client.post(
-                "/api/v1/auth/token", data=b"{}", content_type="application/json"
-            ).status_code
-            == 400
-        )
-        assert (
-            client.post(
-                "/v1/chat/completions", data=b"x" * 21, content_type="application/json"
-            ).status_code
-            == 413
-        )
-        assert (
-            client.post(
-                "/v1/chat/completions", data=b"x" * 15, content_type="application/json"
-            ).status_code
-            == 400
-        )
+        response = Client().post(path, data=b"x" * size, content_type="application/json")
+    assert response.status_code == status
 
 
 @pytest.mark.django_db

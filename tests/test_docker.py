@@ -313,22 +313,14 @@ def test_the_build_stage_installs_every_installed_app_and_boots_django_from_the_
     # .pth files, so the source tree's own editable install of buddy does not come along). Only
     # the build backend (setuptools) is fetched, from the package index configured for pip.
     Path(site, "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    install = subprocess.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--quiet",
-            ".",
-        ],
-        cwd=src,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+
+    def run(*args: str, cwd: Path, **environ: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [python, *args], cwd=cwd, env=environ or None, capture_output=True, text=True,
+            check=False, timeout=300,
+        )  # fmt: skip
+
+    install = run("-m", "pip", "install", "--no-deps", "--quiet", ".", cwd=src)
     assert install.returncode == 0, install.stderr
 
     outside = tmp_path / "run"
@@ -341,29 +333,10 @@ def test_the_build_stage_installs_every_installed_app_and_boots_django_from_the_
     }
 
     def django(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [python, "-m", "django", *args],
-            cwd=outside,
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
+        return run("-m", "django", *args, cwd=outside, **env, **extra)
 
-    where = subprocess.run(
-        [
-            python,
-            "-c",
-            "import buddy, gateway, keys, deployments as d; print(buddy.__file__, gateway.__file__, d.__file__)",
-        ],
-        cwd=outside,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    imports = "import buddy, gateway, deployments as d; print(buddy.__file__, gateway.__file__, d.__file__)"
+    where = run("-c", imports, cwd=outside, **env)
     assert where.returncode == 0, where.stderr
     assert all(path.startswith(site) for path in where.stdout.split()), where.stdout
 
@@ -387,13 +360,11 @@ def test_the_build_stage_installs_every_installed_app_and_boots_django_from_the_
     # for subdomains and preloading are the operator's to opt into.
     security = set(re.findall(r"\(security\.(W\d+)\)", check.stdout + check.stderr))
     assert security <= {"W005", "W021"}, check.stdout + check.stderr
-    resolved = subprocess.run(
-        [python, "-c",
-         "import django; django.setup(); from django.urls import resolve; "
-         "m = resolve('/v1/chat/completions'); print(m.func.__module__); "
-         "print(resolve('/v1/models').func.__module__)"],
-        cwd=outside, env={**env, **production}, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    resolves = (
+        "import django; django.setup(); from django.urls import resolve; "
+        "print(resolve('/v1/chat/completions').func.__module__, resolve('/v1/models').func.__module__)"
+    )
+    resolved = run("-c", resolves, cwd=outside, **env, **production)
     assert resolved.returncode == 0, resolved.stderr
     assert resolved.stdout.split() == ["gateway.views", "gateway.views"]
 
