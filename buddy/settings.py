@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -236,6 +237,18 @@ BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS = env.float(
     "BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS", default=600.0
 )
 BUDDY_LOCAL_MODEL_ENABLED = _bool("BUDDY_LOCAL_MODEL_ENABLED", BUDDY_PROVISIONER == "local")
+# Networks model servers may be on (comma-separated CIDRs, e.g. `10.20.0.0/16,fd00::/8`): an
+# `endpoint_url` whose host resolves outside them is refused. Empty (the default): any address.
+BUDDY_UPSTREAM_ALLOWED_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+for _cidr in env.list("BUDDY_UPSTREAM_ALLOWED_NETWORKS", default=[]):
+    if not _cidr.strip():
+        continue
+    try:
+        BUDDY_UPSTREAM_ALLOWED_NETWORKS += (ipaddress.ip_network(_cidr.strip(), strict=False),)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"BUDDY_UPSTREAM_ALLOWED_NETWORKS: {_cidr!r} is not a network (CIDR)"
+        ) from exc
 # --- the proxy lookup (keys.lookup) -----------------------------
 # How long a verified lookup stays in Redis; must stay below the tombstones' 24 h.
 BUDDY_LOOKUP_CACHE_TTL_SECONDS = env.int("BUDDY_LOOKUP_CACHE_TTL_SECONDS", default=300)
