@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -290,21 +291,35 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "buddy.http.api.ConsolePagination",
     "PAGE_SIZE": env.int("BUDDY_PAGE_SIZE", default=50),
     "DEFAULT_THROTTLE_RATES": {
-        # Failed `POST /api/v1/auth/token` attempts per client address.
-        "console_token_failures": env.str("BUDDY_TOKEN_FAILURE_RATE", default="10/min"),
+        # Failed `POST /api/v1/auth/token` attempts per client address, and per username (from
+        # any address); the address's limit is the higher, as many users may share one address.
+        "console_token_failures": env.str("BUDDY_TOKEN_FAILURE_RATE", default="30/min"),
+        "console_token_failures_per_username": env.str(
+            "BUDDY_TOKEN_FAILURE_RATE_PER_USERNAME", default="10/hour"
+        ),
     },
     # Reverse proxies in front of buddy: throttles key on the client address they report.
     # 0 (the default) trusts only REMOTE_ADDR, so a forged X-Forwarded-For changes nothing.
     "NUM_PROXIES": env.int("BUDDY_NUM_PROXIES", default=0),
     "EXCEPTION_HANDLER": "buddy.http.errors.api_exception_handler",
 }
+for _scope, _rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].items():
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
+        raise ImproperlyConfigured(f"throttle rate of {_scope}: {_rate!r} is not like 10/min")
 CSRF_FAILURE_VIEW = "buddy.http.errors.csrf_failure"
 
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "TOKEN_TTL": timedelta(hours=env.int("BUDDY_CONSOLE_TOKEN_TTL_HOURS", default=24 * 30)),
     "AUTO_REFRESH": False,
+    # Console tokens are `ob_con_<64 hex>`: log redaction and secret scanners recognise them.
+    "TOKEN_PREFIX": "ob_con_",
 }
+# Live console tokens one user may hold; signing in at the cap revokes the oldest
+# (`buddy.accounts.services.console_token_issue`).
+BUDDY_CONSOLE_TOKENS_PER_USER = env.int("BUDDY_CONSOLE_TOKENS_PER_USER", default=10)
+if BUDDY_CONSOLE_TOKENS_PER_USER < 1:
+    raise ImproperlyConfigured("BUDDY_CONSOLE_TOKENS_PER_USER must be at least 1")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "buddy API",
