@@ -431,3 +431,35 @@ CELERY_BEAT_SCHEDULE = {
 }
 # The embedded default has no beat process: the web process runs the same schedule in a thread.
 BUDDY_EMBEDDED_SCHEDULER = _bool("BUDDY_EMBEDDED_SCHEDULER", EMBEDDED)
+
+# --- admin sign-in lockout (django-axes; see buddy.accounts.lockout) ----------------------------
+# Failed `/admin/login/` attempts are kept in the database; a username is locked (from every
+# address) at BUDDY_ADMIN_LOGIN_FAILURES_PER_USERNAME failures, an address (for every username)
+# at BUDDY_ADMIN_LOGIN_FAILURES_PER_ADDRESS, for BUDDY_ADMIN_LOGIN_LOCKOUT_MINUTES after the last
+# failure. The check runs before any password is hashed. Unlock: `manage.py axes_reset_username
+# NAME`, `axes_reset_ip ADDRESS` or `axes_reset`.
+INSTALLED_APPS.append("axes")
+# Last, as axes asks: it turns a locked-out sign-in into its lockout page.
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = _bool("BUDDY_ADMIN_LOCKOUT_ENABLED", True)
+AXES_HANDLER = "buddy.accounts.lockout.AdminLoginLockoutHandler"
+AXES_ONLY_ADMIN_SITE = True
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = 1  # the handler answers 1 once either limit below is reached
+BUDDY_ADMIN_LOGIN_FAILURES_PER_USERNAME = env.int(
+    "BUDDY_ADMIN_LOGIN_FAILURES_PER_USERNAME", default=5
+)
+BUDDY_ADMIN_LOGIN_FAILURES_PER_ADDRESS = env.int(
+    "BUDDY_ADMIN_LOGIN_FAILURES_PER_ADDRESS", default=20
+)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("BUDDY_ADMIN_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_CLIENT_IP_CALLABLE = "buddy.accounts.lockout.client_address"
+AXES_LOCKOUT_TEMPLATE = "admin/accounts/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# A success must not wipe the address's failures (one valid account would reset them).
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False
