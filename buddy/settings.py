@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -275,6 +277,18 @@ BUDDY_LOCAL_MODEL_ENABLED = _bool(
 BUDDY_METRICS_TOKEN = env.str("BUDDY_METRICS_TOKEN", default="")
 # Families that cost a query (keys, deployments) are counted at most this often per process.
 BUDDY_METRICS_GAUGE_SECONDS = env.float("BUDDY_METRICS_GAUGE_SECONDS", default=15.0)
+# Networks model servers may be on (comma-separated CIDRs, e.g. `10.20.0.0/16,fd00::/8`): an
+# `endpoint_url` whose host resolves outside them is refused. Empty (the default): any address.
+BUDDY_UPSTREAM_ALLOWED_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+for _cidr in env.list("BUDDY_UPSTREAM_ALLOWED_NETWORKS", default=[]):
+    if not _cidr.strip():
+        continue
+    try:
+        BUDDY_UPSTREAM_ALLOWED_NETWORKS += (ipaddress.ip_network(_cidr.strip(), strict=False),)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"BUDDY_UPSTREAM_ALLOWED_NETWORKS: {_cidr!r} is not a network (CIDR)"
+        ) from exc
 # --- the proxy lookup (keys.lookup) -----------------------------
 # How long a verified lookup stays in Redis; must stay below the tombstones' 24 h.
 BUDDY_LOOKUP_CACHE_TTL_SECONDS = env.int("BUDDY_LOOKUP_CACHE_TTL_SECONDS", default=300)
@@ -316,21 +330,35 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "buddy.http.api.ConsolePagination",
     "PAGE_SIZE": env.int("BUDDY_PAGE_SIZE", default=50),
     "DEFAULT_THROTTLE_RATES": {
-        # Failed `POST /api/v1/auth/token` attempts per client address.
-        "console_token_failures": env.str("BUDDY_TOKEN_FAILURE_RATE", default="10/min"),
+        # Failed `POST /api/v1/auth/token` attempts per client address, and per username (from
+        # any address); the address's limit is the higher, as many users may share one address.
+        "console_token_failures": env.str("BUDDY_TOKEN_FAILURE_RATE", default="30/min"),
+        "console_token_failures_per_username": env.str(
+            "BUDDY_TOKEN_FAILURE_RATE_PER_USERNAME", default="10/hour"
+        ),
     },
     # Reverse proxies in front of buddy: throttles key on the client address they report.
     # 0 (the default) trusts only REMOTE_ADDR, so a forged X-Forwarded-For changes nothing.
     "NUM_PROXIES": BUDDY_NUM_PROXIES,
     "EXCEPTION_HANDLER": "buddy.http.errors.api_exception_handler",
 }
+for _scope, _rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].items():
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
+        raise ImproperlyConfigured(f"throttle rate of {_scope}: {_rate!r} is not like 10/min")
 CSRF_FAILURE_VIEW = "buddy.http.errors.csrf_failure"
 
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "TOKEN_TTL": timedelta(hours=env.int("BUDDY_CONSOLE_TOKEN_TTL_HOURS", default=24 * 30)),
     "AUTO_REFRESH": False,
+    # Console tokens are `ob_con_<64 hex>`: log redaction and secret scanners recognise them.
+    "TOKEN_PREFIX": "ob_con_",
 }
+# Live console tokens one user may hold; signing in at the cap revokes the oldest
+# (`buddy.accounts.services.console_token_issue`).
+BUDDY_CONSOLE_TOKENS_PER_USER = env.int("BUDDY_CONSOLE_TOKENS_PER_USER", default=10)
+if BUDDY_CONSOLE_TOKENS_PER_USER < 1:
+    raise ImproperlyConfigured("BUDDY_CONSOLE_TOKENS_PER_USER must be at least 1")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "buddy API",
@@ -442,3 +470,35 @@ CELERY_BEAT_SCHEDULE = {
 }
 # The embedded default has no beat process: the web process runs the same schedule in a thread.
 BUDDY_EMBEDDED_SCHEDULER = _bool("BUDDY_EMBEDDED_SCHEDULER", EMBEDDED)
+
+# --- admin sign-in lockout (django-axes; see buddy.accounts.lockout) ----------------------------
+# Failed `/admin/login/` attempts are kept in the database; a username is locked (from every
+# address) at BUDDY_ADMIN_LOGIN_FAILURES_PER_USERNAME failures, an address (for every username)
+# at BUDDY_ADMIN_LOGIN_FAILURES_PER_ADDRESS, for BUDDY_ADMIN_LOGIN_LOCKOUT_MINUTES after the last
+# failure. The check runs before any password is hashed. Unlock: `manage.py axes_reset_username
+# NAME`, `axes_reset_ip ADDRESS` or `axes_reset`.
+INSTALLED_APPS.append("axes")
+# Last, as axes asks: it turns a locked-out sign-in into its lockout page.
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = _bool("BUDDY_ADMIN_LOCKOUT_ENABLED", True)
+AXES_HANDLER = "buddy.accounts.lockout.AdminLoginLockoutHandler"
+AXES_ONLY_ADMIN_SITE = True
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = 1  # the handler answers 1 once either limit below is reached
+BUDDY_ADMIN_LOGIN_FAILURES_PER_USERNAME = env.int(
+    "BUDDY_ADMIN_LOGIN_FAILURES_PER_USERNAME", default=5
+)
+BUDDY_ADMIN_LOGIN_FAILURES_PER_ADDRESS = env.int(
+    "BUDDY_ADMIN_LOGIN_FAILURES_PER_ADDRESS", default=20
+)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("BUDDY_ADMIN_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_CLIENT_IP_CALLABLE = "buddy.accounts.lockout.client_address"
+AXES_LOCKOUT_TEMPLATE = "admin/accounts/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# A success must not wipe the address's failures (one valid account would reset them).
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False

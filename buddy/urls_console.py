@@ -2,12 +2,14 @@
 
 from django.urls import path
 
-from buddy.accounts.apis import TokenCreateApi
+from buddy.accounts.apis import LogoutAllApi, LogoutApi, TokenCreateApi
 from deployments import apis as deployment_apis
 from keys import apis as key_apis
 
 urlpatterns = [
     path("auth/token", TokenCreateApi.as_view(), name="auth-token"),
+    path("auth/logout", LogoutApi.as_view(), name="auth-logout"),
+    path("auth/logout-all", LogoutAllApi.as_view(), name="auth-logout-all"),
     path("templates", deployment_apis.TemplateListApi.as_view(), name="templates"),
     path("deployments", deployment_apis.DeploymentListCreateApi.as_view(), name="deployments"),
     path(

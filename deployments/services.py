@@ -9,6 +9,8 @@ one plural path (`_end`).
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -57,13 +59,20 @@ def is_transition_allowed(current: str, target: str) -> bool:
 
 
 def validate_endpoint_url(endpoint_url: object) -> str:
-    """An absolute http(s) URL with a host, or ValidationFailed."""
+    """An absolute http(s) URL with a host and nothing else a gateway should not follow (no
+    user:password@, no query string, no fragment), inside `BUDDY_UPSTREAM_ALLOWED_NETWORKS` when
+    that is set; or ValidationFailed.
+
+    The one rule for every way an endpoint is set (the provisioner's callback, the local
+    provisioner, an operator): a leaked provisioner token must not point the gateway, and the
+    shared upstream key it sends, at an internal service.
+    """
     message = "An absolute http(s) URL is required."
     if not isinstance(endpoint_url, str) or len(endpoint_url) > 500:
         raise ValidationFailed(fields={"endpoint_url": [message]})
     try:
         parts = urlsplit(endpoint_url)
-        parts.port  # noqa: B018 - raises ValueError on an out-of-range port
+        port = parts.port
     except ValueError:
         raise ValidationFailed(fields={"endpoint_url": [message]}) from None
     if (
@@ -72,7 +81,50 @@ def validate_endpoint_url(endpoint_url: object) -> str:
         or any(ch.isspace() for ch in endpoint_url)
     ):
         raise ValidationFailed(fields={"endpoint_url": [message]})
+    # The raw characters, not only what urlsplit files them under: `?` and `#` with nothing after
+    # them, or an `@` in the authority, are refused too.
+    if "@" in parts.netloc or "?" in endpoint_url or "#" in endpoint_url:
+        raise ValidationFailed(
+            fields={
+                "endpoint_url": [
+                    "The URL must not carry credentials (user@), a query string or a fragment."
+                ]
+            }
+        )
+    allowed = settings.BUDDY_UPSTREAM_ALLOWED_NETWORKS
+    if allowed:
+        default_port = 443 if parts.scheme == "https" else 80
+        _require_allowed_address(parts.hostname, port or default_port, allowed)
     return endpoint_url.rstrip("/")
+
+
+def _require_allowed_address(
+    host: str, port: int, allowed: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> None:
+    """Every address `host` resolves to lies in one of `allowed`, or ValidationFailed.
+
+    Resolved by the system's resolver, which also reads the spellings an address check on the
+    text would miss (`2130706433`, `0x7f.1`, `[::ffff:127.0.0.1]`).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise ValidationFailed(
+            fields={"endpoint_url": [f"The host {host!r} does not resolve."]}
+        ) from None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not any(address in network for network in allowed):
+            raise ValidationFailed(
+                fields={
+                    "endpoint_url": [
+                        f"The host resolves to {address}, outside the networks model servers "
+                        "may be on (BUDDY_UPSTREAM_ALLOWED_NETWORKS)."
+                    ]
+                }
+            )
 
 
 def event_record(

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import admin
+from django.contrib.messages import get_messages
 from django.urls import reverse
 from knox.models import AuthToken
 
@@ -172,25 +173,34 @@ def test_creating_a_service_token_shows_its_secret_once(admin_client):
     response = admin_client.post(
         reverse("admin:accounts_servicetoken_add"),
         {"name": "edge", "role": "proxy", "_save": "Save"},
-        follow=True,
     )
+    # The secret is in the body of the response to the form itself, which no cache may keep.
     assert response.status_code == 200
+    assert "no-store" in {d.strip() for d in response["Cache-Control"].split(",")}
     token = ServiceToken.objects.get()
-    shown = [m for m in _messages(response) if "shown this once" in m]
-    assert len(shown) == 1
-    secret = shown[0].split("<code class='service-token-secret'>")[1].split("</code>")[0]
+    html = response.content.decode()
+    assert "shown this once" in html
+    secret = html.split('<code class="service-token-secret">')[1].split("</code>")[0]
     assert secret.startswith("ob_svc_")
     found = service_token_authenticate(authorization=f"Bearer {secret}")
     assert found is not None and found.id == token.pk and found.role == "proxy"
     assert secret not in token.digest
-    # Never again: not on the list, not on the token's own page.
+    # No cookie carries it: not set by this response, not held by the client (messages are a
+    # signed but unencrypted cookie), so no later request sends it back.
+    assert all(secret not in morsel.OutputString() for morsel in response.cookies.values())
+    assert all(secret not in morsel.value for morsel in admin_client.cookies.values())
+    assert not list(get_messages(response.wsgi_request))
+    # Never again: not on the list, not on the token's own page, not on the admin's index.
     for url in [
         reverse("admin:accounts_servicetoken_changelist"),
         reverse("admin:accounts_servicetoken_change", args=[token.pk]),
+        reverse("admin:index"),
     ]:
         page = admin_client.get(url)
         assert secret.encode() not in page.content
         assert token.digest.encode() not in page.content
+        assert all(secret not in morsel.OutputString() for morsel in page.cookies.values())
+    assert all(secret not in morsel.value for morsel in admin_client.cookies.values())
 
 
 def test_revoke_service_token_action_uses_the_service(admin_client):

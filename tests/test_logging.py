@@ -103,3 +103,92 @@ def test_a_key_in_a_query_string_never_reaches_the_logs(client, log_lines):
     client.get(f"/no/such/page?api_key={KEY}", headers={"authorization": f"Bearer {KEY}"})
     text = "\n".join(log_lines())
     assert text and not _secrets_in(text)
+
+
+# --- the redaction table (issue 13, item 10) ------------------------------------------------------
+
+KNOX = "ob_con_" + "3a" * 32  # the shape of a console token
+KNOX_PLAIN = "c0ffee" * 10  # a console token of before the prefix
+
+
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        # An auth scheme right behind an escaped newline (the repr of an exception's text).
+        (repr(f"upstream said:\nToken {KNOX_PLAIN}"), KNOX_PLAIN),
+        (repr(f"headers were\nAuthorization: Token {KNOX_PLAIN}"), KNOX_PLAIN),
+        (repr(f"x\nToken {KNOX_PLAIN}"), KNOX_PLAIN),
+        (repr(f"x\tBearer {KEY}"), KEY[6:]),
+        (f"ValueError('bad\\\\nBearer {SERVICE_TOKEN}')", SERVICE_TOKEN[7:]),
+        # Secret-named fields of JSON, reprs, JSON inside JSON, query strings and kwargs.
+        (f'{{"token": "{KNOX_PLAIN}"}}', KNOX_PLAIN),
+        (f"{{'token': '{KNOX_PLAIN}'}}", KNOX_PLAIN),
+        (f'body={{"username": "ann", "password": "{KNOX_PLAIN}"}}', KNOX_PLAIN),
+        (json.dumps({"message": json.dumps({"secret": KNOX_PLAIN})}), KNOX_PLAIN),
+        (f'{{"access_token":"{KNOX_PLAIN}","token_type":"bearer"}}', KNOX_PLAIN),
+        (f"GET /callback?token={KNOX_PLAIN}&x=1", KNOX_PLAIN),
+        (f"token={KNOX_PLAIN}", KNOX_PLAIN),
+        (f"retry(api_key={KNOX_PLAIN}, n=2)", KNOX_PLAIN),
+        (f"token = {KNOX_PLAIN}", KNOX_PLAIN),
+        # Prefixed credentials with their `_` escaped (URL, JSON/Python, markdown).
+        (KEY.replace("_", "%5F"), KEY[6:]),
+        (KEY.replace("_", "%5f"), KEY[6:]),
+        (KEY.replace("_", "\\u005f"), KEY[6:]),
+        (KEY.replace("_", "\\x5f"), KEY[6:]),
+        (KEY.replace("_", "\\_"), KEY[6:]),
+        (SERVICE_TOKEN.replace("ob_svc_", "ob%5Fsvc%5F"), SERVICE_TOKEN[7:]),
+        (SERVICE_TOKEN.replace("ob_svc_", "ob\\u005fsvc\\u005f"), SERVICE_TOKEN[7:]),
+        (f"console token {KNOX} refused", KNOX[7:]),
+        (KNOX.replace("_", "%5F"), KNOX[7:]),
+        (repr(f"a\n{KNOX}"), KNOX[7:]),
+        (f"Bearer {KEY.replace('_', '%5F')}", KEY[6:]),
+    ],
+)
+def test_redaction_table(line, secret):
+    redacted = redact(line)
+    assert secret not in redacted, redacted
+    assert REDACTED in redacted
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"usage": {"prompt_tokens": 12, "max_tokens": 200}}',
+        "max_tokens=200 temperature=0.2",
+        '{"secret_available": true, "token_type": "bearer"}',
+        "the token expired",
+        "3 tokens left",
+    ],
+)
+def test_redaction_table_leaves_these_alone(line):
+    assert redact(line) == line
+
+
+def _exception_record(message: str) -> logging.LogRecord:
+    try:
+        raise RuntimeError(message)
+    except RuntimeError:
+        import sys
+
+        return logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+
+
+def test_the_filter_redacts_exc_text_and_the_traceback_for_any_handler():
+    from buddy.ops.logging import RedactSecretsFilter
+
+    # A record whose traceback is formatted by a handler that is not ours (a plain Formatter).
+    record = _exception_record(f"upstream refused\nToken {KNOX_PLAIN} and {KEY}")
+    assert RedactSecretsFilter().filter(record)
+    text = logging.Formatter().format(record)
+    assert "RuntimeError: upstream refused" in text
+    assert KNOX_PLAIN not in text and KEY not in text and KEY[6:] not in text
+    assert record.exc_text and KNOX_PLAIN not in record.exc_text
+
+    # A record that already carries a formatted traceback (`exc_text`), as another handler or a
+    # Celery worker leaves it.
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, None)
+    record.exc_text = f'Traceback...\nValueError: {{"token": "{KNOX_PLAIN}"}}'
+    record.stack_info = f"Stack (most recent call last):\n  secret={KNOX_PLAIN}"
+    RedactSecretsFilter().filter(record)
+    assert KNOX_PLAIN not in record.exc_text and KNOX_PLAIN not in record.stack_info
+    assert KNOX_PLAIN not in logging.Formatter().format(record)

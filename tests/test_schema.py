@@ -29,6 +29,8 @@ from tests.factories import DeploymentFactory
 
 CONSOLE_OPERATIONS = {
     ("post", "/api/v1/auth/token"),
+    ("post", "/api/v1/auth/logout"),
+    ("post", "/api/v1/auth/logout-all"),
     ("get", "/api/v1/templates"),
     ("post", "/api/v1/deployments"),
     ("get", "/api/v1/deployments"),
@@ -214,3 +216,12 @@ def test_real_answers_of_a_whole_journey_match_the_schema(user, wsgi_keeps_the_t
         "POST", "/api/v1/deployments/{deployment_id}/keys", 409, {"name": "late"}, deployment_id=did
     )
     call("GET", "/api/v1/deployments/{deployment_id}/events", 200, deployment_id=did)
+    # Signing out answers 204 with no body, as documented; the token then stops working.
+    for path in ("/api/v1/auth/logout", "/api/v1/auth/logout-all"):
+        operation = console_schema[path]["POST"]
+        response = operation.Case().call_and_validate(headers=headers, checks=checks)
+        assert response.status_code == 204 and not response.content, (path, response.text[:300])
+        if path.endswith("/logout"):
+            headers["Authorization"] = token_client(user)._credentials["HTTP_AUTHORIZATION"]
+    for revoked in (authorization, headers["Authorization"]):
+        assert APIClient(HTTP_AUTHORIZATION=revoked).get("/api/v1/templates").status_code == 401

@@ -1,14 +1,16 @@
-"""Service tokens in the admin: a token's secret is shown once, as a message on the page after
-its creation, and never again; its digest is never a field. Console tokens (knox) are not here."""
+"""Service tokens in the admin: a token's secret is shown once, in the body of the response to the
+add form (sent with `Cache-Control: no-store`), and never again; its digest is never a field.
+Console tokens (knox) are not here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.cache import patch_cache_control
 from knox.models import AuthToken
 
 from buddy.accounts import services
@@ -44,26 +46,39 @@ class ServiceTokenAdmin(RefuseSecretLookups):
 
     def save_model(self, request: HttpRequest, obj: ServiceToken, form: Any, change: bool) -> None:
         """Creation goes through the service, which keeps only the digest; the secret is shown
-        once, in a message on the next page."""
+        once, by `response_add`, in the body of this same response."""
         if change:  # unreachable: the change page is view-only
             return
         token, secret = services.service_token_create(name=obj.name, role=obj.role)
-        # The admin goes on with `obj` (its log entry, its redirect): make it the stored row.
+        # The admin goes on with `obj` (its log entry, its response): make it the stored row.
         obj.pk = token.pk
         obj.digest = token.digest
         obj.created_at = token.created_at
         obj._state.adding = False
         obj._state.db = token._state.db
-        self.message_user(
-            request,
-            format_html(
-                "The secret of service token “{}” is shown this once; store it now: "
-                "<code class='service-token-secret'>{}</code>",
-                token.name,
-                secret,
-            ),
-            messages.WARNING,
+        # Only on this in-memory object, for `response_add` of this request; never stored.
+        obj._new_secret = secret  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: ServiceToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """The page that shows the new secret, instead of a message (stored in a signed but
+        unencrypted cookie) on the page after a redirect."""
+        secret = obj.__dict__.pop("_new_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Service token created",
+            "token": obj,
+            "secret": secret,
+        }
+        response = TemplateResponse(
+            request, "admin/accounts/servicetoken/secret_shown.html", context
         )
+        patch_cache_control(response, no_store=True)
+        return response
 
     @admin.action(description="Revoke the selected service tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ServiceToken]) -> None:

@@ -1,7 +1,8 @@
-"""`POST /api/v1/auth/token`: a console token for a username and password."""
+"""Console sign-in and sign-out: `POST /api/v1/auth/token`, `/auth/logout`, `/auth/logout-all`."""
 
 from __future__ import annotations
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.utils import extend_schema
@@ -11,7 +12,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from buddy.accounts.services import console_token_create
+from buddy.accounts.services import (
+    console_sign_out,
+    console_sign_out_everywhere,
+    console_token_create,
+)
 from buddy.accounts.throttles import TokenFailureThrottle
 from buddy.core.errors import InvalidCredentials
 from buddy.http.api import StrictCharField, validated
@@ -58,3 +63,33 @@ class TokenCreateApi(APIView):
         return Response(
             {"token": token}, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"}
         )
+
+
+class LogoutApi(APIView):
+    """Signs out what made the call: revokes its console token, or ends its session."""
+
+    @extend_schema(
+        operation_id="auth_logout",
+        request=None,
+        responses={204: None},
+        summary="Sign out: revoke the calling console token (or end the session)",
+    )
+    def post(self, request: Request) -> Response:
+        console_sign_out(request=request._request, token=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutAllApi(APIView):
+    """Signs the user out everywhere: every console token of theirs is revoked."""
+
+    @extend_schema(
+        operation_id="auth_logout_all",
+        request=None,
+        responses={204: None},
+        summary="Sign out everywhere: revoke every console token of the user",
+    )
+    def post(self, request: Request) -> Response:
+        user = request.user
+        assert isinstance(user, AbstractBaseUser)  # IsAuthenticated: never AnonymousUser here
+        console_sign_out_everywhere(request=request._request, user=user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from django.contrib.auth import authenticate
+from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model, logout
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from knox.models import AuthToken
@@ -17,7 +21,8 @@ from buddy.core.validation import validate_name
 
 
 def console_token_create(*, request: HttpRequest, username: str, password: str) -> str:
-    """A new console token for the user these credentials name; returned once, kept hashed.
+    """A new console token (`ob_con_...`) for the user these credentials name; returned once,
+    kept hashed.
 
     Wrong credentials and inactive users are the same `InvalidCredentials` (Django's backend
     runs the password hasher for unknown users too, so timing does not tell them apart).
@@ -25,8 +30,46 @@ def console_token_create(*, request: HttpRequest, username: str, password: str) 
     user = authenticate(request, username=username, password=password)
     if user is None:
         raise InvalidCredentials()
-    _instance, token = AuthToken.objects.create(user=user)
+    return console_token_issue(user=user)
+
+
+def console_token_issue(*, user: AbstractBaseUser) -> str:
+    """A new console token for `user`, keeping at most `BUDDY_CONSOLE_TOKENS_PER_USER` live.
+
+    At the cap the oldest live tokens are revoked to make room (a sign-in always succeeds: a
+    user who lost a browser's token must not be locked out until it expires, and whoever holds
+    the password could sign out everywhere anyway). Expired tokens are deleted on the way. The
+    user's row is locked, so concurrent sign-ins cannot both see room for one more.
+    """
+    cap = settings.BUDDY_CONSOLE_TOKENS_PER_USER
+    with transaction.atomic():
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        now = timezone.now()
+        tokens = AuthToken.objects.filter(user=user)
+        tokens.filter(expiry__lte=now).delete()
+        live = tokens.filter(Q(expiry__isnull=True) | Q(expiry__gt=now))
+        surplus = list(live.order_by("-created").values_list("digest", flat=True)[cap - 1 :])
+        if surplus:
+            AuthToken.objects.filter(digest__in=surplus).delete()
+        _instance, token = AuthToken.objects.create(user=user)
     return token
+
+
+def console_sign_out(*, request: HttpRequest, token: object) -> None:
+    """Ends what made the call: its console token (revoked), or else its session."""
+    if isinstance(token, AuthToken):
+        AuthToken.objects.filter(digest=token.digest).delete()
+    else:
+        logout(request)
+
+
+def console_sign_out_everywhere(*, request: HttpRequest, user: AbstractBaseUser) -> int:
+    """Revokes every console token of `user` (and ends the calling session, if that is how it
+    called); returns how many tokens were revoked."""
+    revoked, _per_model = AuthToken.objects.filter(user=user).delete()
+    if request.session.get("_auth_user_id") is not None:
+        logout(request)
+    return revoked
 
 
 # --- service tokens ----------------------------------------------------------------------------

@@ -20,18 +20,47 @@ from buddy.http.request_id import current_request_id
 
 REDACTED = "[REDACTED]"
 
+# What may stand for `_` in a prefix: itself, or its escaped forms (URL, JSON/Python, markdown).
+_UNDERSCORE = r"(?:_|%5[fF]|\\u005[fF]|\\x5[fF]|\\_)"
+# Where a credential's scheme or name may start: not glued to a word, except behind an escaped
+# newline/tab (`...\nToken abc` in the repr of an exception's text).
+_START = r"(?:(?<=\\[nrt])|(?<![A-Za-z0-9_\-]))"
+# Names whose value is a credential in `name=value`, `"name": "value"` or `'name': 'value'`
+# (`*_token`, `*_secret`, `*password`, `api_key`, `authorization`...; `max_tokens` is not one).
+_SECRET_NAME = r"[A-Za-z0-9_\-]*(?:token|secret|password|passwd|api_?key|authorization)"  # noqa: S105 - a pattern of names, not a secret
+
 # (pattern, replacement): any credential after an auth scheme (a knox console token, a key or a
 # service token in a header; after "token", 8+ characters, so prose like "token expired" stays),
-# then API keys and service tokens wherever they appear.
+# secret-named fields of query strings, JSON and reprs, then API keys, service tokens and console
+# tokens wherever they appear, their `_` written plainly or escaped.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
-        re.compile(r"\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE),
+        re.compile(_START + r"(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=%\\\-]+", re.IGNORECASE),
         rf"\1\2{REDACTED}",
     ),
-    (re.compile(r"\b(Token)(\s+)[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE), rf"\1\2{REDACTED}"),
+    (
+        re.compile(_START + r"(Token)(\s+)[A-Za-z0-9._~+/=%\\\-]{8,}", re.IGNORECASE),
+        rf"\1\2{REDACTED}",
+    ),
+    # "token": "...", 'secret': '...', \"password\": \"...\" (JSON inside a JSON string).
+    (
+        re.compile(
+            r"""((?:\\*["'])""" + _SECRET_NAME + r"""\\*["']\s*:\s*)(\\*["'])(?:(?!\2).)*?\2""",
+            re.IGNORECASE,
+        ),
+        rf"\1\2{REDACTED}\2",
+    ),
+    # token=..., ?api_key=...&, password=... up to the next separator.
+    (
+        re.compile(
+            _START + "(" + _SECRET_NAME + r")(\s*=\s*)(?![\s&,;])[^\s&,;\"'<>)\]}]+", re.IGNORECASE
+        ),
+        rf"\1\2{REDACTED}",
+    ),
     # `_` included: two keys run together must not leave the second one's body behind.
-    (re.compile(r"ob_sk_[0-9A-Za-z_]{10,}"), f"ob_sk_{REDACTED}"),
-    (re.compile(r"ob_svc_[0-9A-Za-z_\-]{10,}"), f"ob_svc_{REDACTED}"),
+    (re.compile(rf"ob{_UNDERSCORE}sk{_UNDERSCORE}[0-9A-Za-z_]{{10,}}"), f"ob_sk_{REDACTED}"),
+    (re.compile(rf"ob{_UNDERSCORE}svc{_UNDERSCORE}[0-9A-Za-z_\-]{{10,}}"), f"ob_svc_{REDACTED}"),
+    (re.compile(rf"ob{_UNDERSCORE}con{_UNDERSCORE}[0-9A-Za-z_\-]{{10,}}"), f"ob_con_{REDACTED}"),
 )
 
 
@@ -70,7 +99,20 @@ class RedactSecretsFilter(logging.Filter):
             message = f"{record.msg!s} {record.args!r}"
         record.msg = redact(message)
         record.args = None
+        # The traceback too, for every handler (not only ours, which redact the finished line):
+        # rendered once here, redacted, and kept as the record's `exc_text`, which formatters
+        # use instead of formatting `exc_info` again.
+        if record.exc_info:
+            record.exc_text = _TRACEBACK_FORMATTER.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_TRACEBACK_FORMATTER = logging.Formatter()
 
 
 class JsonFormatter(_BaseJsonFormatter):

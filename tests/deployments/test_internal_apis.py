@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -196,3 +200,83 @@ def test_failed_and_stopped_record_the_reason_and_who_reported_it(client, token)
     body = post_status(client, token, stopped.pk, status="stopped", reason="host drained").json()
     assert body["end_reason"] == "stopped_by_provisioner"
     assert stopped.events.get(kind="stopped").detail["reason"] == "host drained"
+
+
+# --- what an endpoint may be (issue 13, item 11) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint_url",
+    [
+        "https://user:pw@gpu-3.example.test/v1",
+        "https://user@gpu-3.example.test/v1",
+        "https://@gpu-3.example.test/v1",
+        "https://gpu-3.example.test/v1?api_key=x",
+        "https://gpu-3.example.test/v1?",
+        "https://gpu-3.example.test/v1#frag",
+        "https://gpu-3.example.test/v1#",
+        "http://internal.example.test@10.0.0.1/",
+    ],
+)
+def test_an_endpoint_with_userinfo_query_or_fragment_is_refused(client, token, endpoint_url):
+    deployment = DeploymentFactory(status="provisioning")
+    response = post_status(client, token, deployment.pk, status="ready", endpoint_url=endpoint_url)
+    assert code(response) == (400, "validation_error")
+    assert "endpoint_url" in response.json()["error"]["fields"]
+    after = Deployment.objects.get(pk=deployment.pk)
+    assert after.status == "provisioning" and after.endpoint_url == ""
+
+
+def _allowed(*cidrs):
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+@pytest.mark.parametrize(
+    "endpoint_url",
+    [
+        "http://127.0.0.1:6379/",
+        "http://localhost:8000/v1",  # resolved: 127.0.0.1 / ::1
+        "http://2130706433/",  # 127.0.0.1 spelled as one number
+        "http://0x7f.1/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.1.2.3.nip.invalid/",  # does not resolve
+    ],
+)
+def test_an_endpoint_outside_the_allowed_networks_is_refused(client, token, settings, endpoint_url):
+    settings.BUDDY_UPSTREAM_ALLOWED_NETWORKS = _allowed("10.0.0.0/8", "fd00::/8")
+    deployment = DeploymentFactory(status="provisioning")
+    response = post_status(client, token, deployment.pk, status="ready", endpoint_url=endpoint_url)
+    assert code(response) == (400, "validation_error")
+    assert "endpoint_url" in response.json()["error"]["fields"]
+    assert Deployment.objects.get(pk=deployment.pk).status == "provisioning"
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "endpoint_url"),
+    [
+        (("10.0.0.0/8",), "http://10.1.2.3:8000/v1"),
+        (("fd00::/8",), "http://[fd00::7]:8000/v1"),
+        (("127.0.0.0/8", "::1/128"), "http://localhost:8000/v1"),
+        ((), "http://127.0.0.1:6379/"),  # no allow-list: any address
+    ],
+)
+def test_an_endpoint_inside_the_allowed_networks_is_accepted(
+    client, token, settings, cidrs, endpoint_url
+):
+    settings.BUDDY_UPSTREAM_ALLOWED_NETWORKS = _allowed(*cidrs)
+    deployment = DeploymentFactory(status="provisioning")
+    response = post_status(client, token, deployment.pk, status="ready", endpoint_url=endpoint_url)
+    assert response.status_code == 200, response.json()
+    assert response.json()["endpoint_url"] == endpoint_url.rstrip("/")
+
+
+def test_a_bad_allowed_network_fails_at_start_up():
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "buddy.settings",
+             "BUDDY_UPSTREAM_ALLOWED_NETWORKS": "10.0.0.0/8,not-a-network"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "BUDDY_UPSTREAM_ALLOWED_NETWORKS" in result.stderr
