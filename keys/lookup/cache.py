@@ -46,7 +46,11 @@ def deployment_generation(deployment_id: object) -> str:
 # The epoch: the run id of the Redis process, which changes with every start (a restart, a restore
 # from any snapshot or AOF, a failover to another server) and which no data Redis loads can bring
 # back. An entry is valid only under the epoch it was filled under (`keys.lookup`'s docstring).
-_EPOCH = "(string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or '')"
+# (The embedded default's in-process Redis has no INFO: its epoch is "", and it cannot be restored.)
+_EPOCH = """(function()
+  local info = redis.pcall('INFO', 'server')
+  return type(info) == 'string' and string.match(info, 'run_id:(%w+)') or ''
+end)()"""
 
 # One round trip for a hit: the entry (if filled under this epoch), and the guards of the key and
 # of the deployment the entry names (the deployment id is the entry's prefix, up to the first "|";
