@@ -85,8 +85,10 @@ Why no Redis restart, failover or restore from any earlier snapshot can bring a 
    reachable for lookups at the same time. A Redis restarted meanwhile needs none of it (6).
 
 What Redis must give for this to hold: a tombstone may not be evicted while an entry it guards
-lives, so run the cache's Redis with `maxmemory-policy noeviction` or `volatile-ttl` (it evicts
-the entries, whose TTL is shortest, before tombstones). Persistence buys nothing (a restart is a
+lives, so run the cache's Redis with `maxmemory-policy noeviction` (`volatile-ttl` evicts the
+shortest TTL of a *sample* of keys, so it may take a tombstone while an entry lives: no guarantee;
+when a `noeviction` Redis is full, fills and guards fail, guards are owed, lookups use PostgreSQL).
+Persistence buys nothing (a restart is a
 new epoch and empties the cache anyway), so production runs the cache on its own Redis without
 it (`docker/compose.yaml`, `BUDDY_CACHE_REDIS_URL`). The Redis user must be allowed `INFO`: an
 INFO that fails reads as the epoch "", and the protection of 6 is then off. Lookups that cannot

@@ -316,3 +316,24 @@ def test_the_lookup_body_carries_client_ip_and_an_invalid_one_is_ignored(live_ke
         for bad in ("not-an-ip", 12, None, "1.2.3.4; drop"):  # one shared count, no 400
             assert call(wrong, bad)[0] in (401, 429)
         assert call(plaintext, "192.0.2.1") == (200, "")
+
+
+# --- the cache on a Redis of its own ---------------------------------------------------------------
+
+
+def test_buddy_cache_redis_url_puts_the_lookup_cache_on_its_own_redis(tmp_path, live_key):
+    from django.conf import settings
+
+    key, plaintext = live_key
+    main = redis.Redis.from_url(settings.REDIS_URL)
+    with PrivateRedis(str(tmp_path)) as cache_server:
+        with override_settings(BUDDY_CACHE_REDIS_URL=cache_server.url):
+            lookup_cache.breaker.reset()
+            _warm(plaintext)
+            services.key_revoke(key_id=key.pk, actor="t")
+            assert outcome(plaintext) is O.REVOKED_API_KEY
+        own = redis.Redis.from_url(cache_server.url)
+        assert own.exists(lookup_cache.entry_name(key.public_id))
+        assert own.exists(lookup_cache.key_tombstone(key.public_id))
+    assert not main.exists(lookup_cache.entry_name(key.public_id))
+    assert not main.exists(lookup_cache.key_tombstone(key.public_id))
