@@ -23,7 +23,7 @@ from keys.lookup.outcomes import LookupOutcome
 from keys.lookup.selectors import key_lookup
 from keys.models import ApiKey, PendingCacheGuard
 from tests.factories import DeploymentFactory
-from tests.harness.redis import PrivateRedis, app_broker
+from tests.harness.redis import PrivateRedis, app_broker, broker_idle
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,11 +45,15 @@ def outcome(plaintext: str, **kwargs: object) -> LookupOutcome:
 # --- the end revokes, in its own transaction ------------------------------------------------------
 
 
-@pytest.mark.parametrize("warm", [True, False])
+@pytest.mark.parametrize(
+    "warm, worker",
+    [(True, False), (False, False), pytest.param(True, True, marks=pytest.mark.celery_worker)],
+)
 def test_a_stop_over_the_api_answers_revoked_for_every_key_at_once_worker_or_not(
-    api, user, template, warm
+    api, user, template, warm, worker
 ):
-    """No worker runs here: the revoke-all message waits in the broker, unconsumed."""
+    """Without the worker the revoke-all message waits in the broker, unconsumed; with it, the
+    message is consumed and finds nothing left to revoke."""
     deployment = DeploymentFactory(owner=user, template=template, ready=True)
     default = services.key_create_default(deployment_id=deployment.pk)
     assert default is not None
@@ -66,9 +70,13 @@ def test_a_stop_over_the_api_answers_revoked_for_every_key_at_once_worker_or_not
     assert {k.revoke_reason for k in keys} == {"deployment_stopped"}
     assert all(k.revoked_at is not None for k in keys)
     assert deployment.events.filter(kind="key_revoked").count() == 4
+    if worker:
+        wait_until(broker_idle, timeout=60, what="the revoke-all message consumed")
     # The safety net finds nothing to do.
     tasks.revoke_for_deployments([str(deployment.pk)])
     assert deployment.events.filter(kind="key_revoked").count() == 4
+    assert not deployment.events.filter(kind="key_revoked", actor="system:revocation").exists()
+    assert [outcome(p) for p in plaintexts] == [O.REVOKED_API_KEY] * 3
 
 
 def test_the_expiry_sweep_revokes_its_batch_set_based_with_the_reason_of_the_end(template):
