@@ -15,6 +15,10 @@ was sent and answered, and what. Reported per kind of change:
 - late 200s: lookups *sent after the commit* that answered 200 (the contract says none);
 - 409s: lookups sent after a stop's commit that answered 409 (v2 says 401 from the commit on).
 
+`--script-cost` measures instead what the epoch check costs Redis: the read script of v1 (no
+epoch) and the current one (`keys.lookup.cache._READ`, `INFO server` inside), side by side on a
+private `redis-server` started for it, as Redis's own CPU time per call (`INFO commandstats`).
+
 It uses its own database (`<PG_URL database>_revoke_bench`, created and migrated on first use) and
 the Redis of TEST_REDIS_URL (or REDIS_URL) for the lookup cache.
 """
@@ -93,6 +97,72 @@ def _prober(commands: Any, events: Any) -> None:
             events.put(("ok", idx))
 
 
+# The read script of v1 (before the epoch), for `--script-cost` only.
+_READ_V1 = """
+local e = redis.call('GET', KEYS[1])
+local kt = redis.call('EXISTS', KEYS[2])
+if not e then return {false, kt, 0, false} end
+local dep = string.match(e, '^([^|]*)|')
+if not dep or dep == '' then return {e, kt, 0, false} end
+return {e, kt, redis.call('EXISTS', ARGV[1] .. 'tomb:d:' .. dep),
+        redis.call('GET', ARGV[1] .. 'gen:d:' .. dep)}
+"""
+
+
+def script_cost(calls: int = 20000, repeats: int = 3) -> None:
+    """Redis CPU per hit of the v1 read script and the current one, alternately on one server."""
+    import socket
+    import subprocess
+    import tempfile
+
+    import redis
+
+    from keys.lookup import cache
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            r = redis.Redis(port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            run_id = r.info("server")["run_id"]
+            dep = "d" * 36
+            body = '[2,"0","' + "h" * 64 + '","k","false","ready","m","http://e",1]'
+            r.set("buddy:lookup:e:v1", f"{dep}|{body}")
+            r.set("buddy:lookup:e:v2", f"{dep}|{run_id}|{body}")
+            scripts = {"v1 (no epoch)": r.register_script(_READ_V1)}
+            scripts["current (epoch)"] = r.register_script(cache._READ)
+            names = {"v1 (no epoch)": "v1", "current (epoch)": "v2"}
+            print(f"read script cost, Redis CPU per call ({calls} calls x {repeats}, alternating)")
+            for _ in range(repeats):
+                row = []
+                for label, script in scripts.items():
+                    keys = [f"buddy:lookup:e:{names[label]}", "buddy:lookup:tomb:k:x"]
+                    assert script(keys=keys, args=["buddy:lookup:"])[0] is not None
+                    r.config_resetstat()
+                    for _ in range(calls):
+                        script(keys=keys, args=["buddy:lookup:"])
+                    usec = r.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+                    row.append(f"{label}: {usec:6.2f} us")
+                print("  " + "   ".join(row))
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -102,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="rounds per kind of change")
     parser.add_argument("--processes", type=int, default=2, help="lookup processes")
+    parser.add_argument("--script-cost", action="store_true", help="the epoch check's Redis CPU")
     args = parser.parse_args()
 
     spec = _environment()
@@ -113,6 +184,9 @@ def main() -> None:
     from django.db import transaction
 
     call_command("migrate", verbosity=0)
+    if args.script_cost:
+        script_cost()
+        return
     from deployments.models import Deployment, DeploymentStatus, Template
     from deployments.services import deployment_stop
     from keys import services
