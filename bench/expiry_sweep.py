@@ -28,21 +28,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _configure() -> None:
+def configure(*, db_suffix: str = "_bench", queue: str = "bench-expiry") -> None:
+    """Django on the bench's own database (`<PG_URL database><db_suffix>`, created and migrated on
+    first use) and the Redis of REDIS_URL/TEST_REDIS_URL, its messages on a queue of its own."""
     pg = os.environ.get("PG_URL") or os.environ.get("DATABASE_URL")
     if not pg or not pg.startswith("postgres"):
         sys.exit("set PG_URL (postgres://...) — the bench runs on PostgreSQL")
     if not os.environ.get("REDIS_URL") and not os.environ.get("TEST_REDIS_URL"):
-        sys.exit("set REDIS_URL or TEST_REDIS_URL — the sweep publishes its follow-ups to Redis")
+        sys.exit("set REDIS_URL or TEST_REDIS_URL — the bench needs Redis")
     parts = urlsplit(pg)
-    bench_db = parts.path.lstrip("/") + "_bench"
+    bench_db = parts.path.lstrip("/") + db_suffix
     os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + bench_db))
     os.environ.setdefault("REDIS_URL", os.environ.get("TEST_REDIS_URL", ""))
     os.environ.setdefault("SECRET_KEY", "bench-secret-key")
     os.environ.setdefault("DEBUG", "false")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ["BUDDY_PROVISIONER"] = "none"
-    os.environ["BUDDY_CELERY_QUEUE"] = "bench-expiry"
+    os.environ["BUDDY_CELERY_QUEUE"] = queue
     os.environ["DJANGO_SETTINGS_MODULE"] = "buddy.settings"
 
     import psycopg
@@ -135,7 +137,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=3, help="active keys per deployment")
     parser.add_argument("--batch-sizes", default="50,200,500,1000")
     args = parser.parse_args()
-    _configure()
+    configure()
 
     from django.conf import settings
     from django.test import override_settings

@@ -181,6 +181,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # difference from production is listed in `buddy.core.embedded` (buddy's Redis in the process,
 # tasks in-process right after the commit that sends them, the schedule in a thread).
 EMBEDDED = not REDIS_URL
+# The lookup cache's Redis (`keys.lookup`), empty = REDIS_URL. Production runs it apart from the
+# broker's, without persistence: everything in it is rebuilt from PostgreSQL (README, Production).
+BUDDY_CACHE_REDIS_URL = env.str("BUDDY_CACHE_REDIS_URL", default="")
 
 CELERY_BROKER_URL = "memory://" if EMBEDDED else REDIS_URL
 CELERY_TASK_ALWAYS_EAGER = EMBEDDED
@@ -446,6 +449,11 @@ BUDDY_REVOKE_BATCH_SIZE = env.int("BUDDY_REVOKE_BATCH_SIZE", default=500)
 # again by the reconciler. Longer than the provisioner's own retries, so it does not race them.
 BUDDY_RECONCILE_STALE_SECONDS = env.int("BUDDY_RECONCILE_STALE_SECONDS", default=900)
 
+# How often beat writes the lookup-cache guards that a change could not write to Redis and left
+# owed in PostgreSQL (`keys.lookup.guards`): the longest a revoked key's entry can still answer when
+# Redis was out of reach for the revoking process only, and that process died.
+BUDDY_LOOKUP_PENDING_GUARDS_SECONDS = env.float("BUDDY_LOOKUP_PENDING_GUARDS_SECONDS", default=5.0)
+
 CELERY_BEAT_SCHEDULE = {
     "expire-packs": {
         "task": "deployments.expire_packs",
@@ -466,6 +474,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.flush_last_used",
         "schedule": BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS,
         "options": {"expires": BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS},
+    },
+    "write-pending-guards": {
+        "task": "keys.write_pending_guards",
+        "schedule": BUDDY_LOOKUP_PENDING_GUARDS_SECONDS,
+        "options": {"expires": BUDDY_LOOKUP_PENDING_GUARDS_SECONDS},
     },
 }
 # The embedded default has no beat process: the web process runs the same schedule in a thread.

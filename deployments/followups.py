@@ -31,12 +31,14 @@ def after_status_change(deployment_id: object, *, previous: str, current: str) -
         enqueue_on_commit("keys.create_default", str(deployment_id))
 
 
-def after_ended(deployment_ids: Sequence[object]) -> None:
-    """Deployments ended for good: guards now (before the commit), so that from the commit on no
-    cached answer says 200; then one revocation and one teardown message for all of them."""
+def after_ended(deployment_ids: Sequence[object], *, actor: str = "system") -> None:
+    """Deployments ended for good: their keys revoked and the guards written now (before the
+    commit, by the receivers in `keys`), so that from the commit on every lookup of their keys
+    answers `revoked_api_key`; then one revocation (a safety net that finds nothing in the normal
+    case) and one teardown message for all of them."""
     if not deployment_ids:
         return
-    signals.deployments_ended.send(sender=Deployment, deployment_ids=deployment_ids)
+    signals.deployments_ended.send(sender=Deployment, deployment_ids=deployment_ids, actor=actor)
     ids = [str(deployment_id) for deployment_id in deployment_ids]
     enqueue_on_commit("keys.revoke_for_deployments", ids)
     enqueue_on_commit("deployments.teardown_many", ids)

@@ -228,8 +228,9 @@ def _end(
 
     `claimed` are (id, current status) of rows the caller has locked in this transaction. Each move
     is checked against the table (nothing is written unless all are allowed), then one UPDATE,
-    one multi-row INSERT of their events, and the follow-ups of an end: guards before the commit,
-    one revocation and one teardown message for all of them after it. Returns the time they ended.
+    one multi-row INSERT of their events, and the follow-ups of an end: their keys revoked and the
+    guards written before the commit (receivers of `deployments_ended`, in `keys`), one revocation
+    (safety net) and one teardown message for all of them after it. Returns the time they ended.
     """
     for _pk, current in claimed:
         if not is_transition_allowed(current, target):
@@ -248,7 +249,7 @@ def _end(
         )
         for pk, current in claimed
     )
-    followups.after_ended(ids)
+    followups.after_ended(ids, actor=actor)
     return ended_at
 
 

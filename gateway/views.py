@@ -50,10 +50,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _observed_lookup = observe_lookup(key_lookup)
 
 
-def _lookup_in_pool_thread(authorization: str | None, model: str | None) -> LookupResult:
+def _lookup_in_pool_thread(
+    authorization: str | None, model: str | None, client_ip: str | None = None
+) -> LookupResult:
     close_old_connections()
     try:
-        return _observed_lookup(authorization=authorization, model=model)
+        return _observed_lookup(authorization=authorization, model=model, client_ip=client_ip)
     finally:
         close_old_connections()
 
@@ -132,7 +134,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return body
     model = body.get("model")
     result = await _lookup(
-        request.headers.get("Authorization"), model if isinstance(model, str) else None
+        request.headers.get("Authorization"),
+        model if isinstance(model, str) else None,
+        request.META.get("REMOTE_ADDR"),
     )
     if not result.ok or result.snapshot is None:
         return lookup_error_response(result)
@@ -166,7 +170,9 @@ async def models(request: HttpRequest) -> HttpResponse:
     """The model the key's deployment serves (a key routes to exactly one)."""
     if request.method != "GET":
         return method_not_allowed("GET")
-    result = await _lookup(request.headers.get("Authorization"), None)
+    result = await _lookup(
+        request.headers.get("Authorization"), None, request.META.get("REMOTE_ADDR")
+    )
     if not result.ok or result.snapshot is None or result.snapshot.deployment_id is None:
         return lookup_error_response(result)
     created = await _created_at(result.snapshot.deployment_id)

@@ -81,3 +81,22 @@ class ApiKey(models.Model):
     @property
     def secret_available(self) -> bool:
         return self.is_default and self.sealed_secret is not None
+
+
+class PendingCacheGuard(models.Model):
+    """A lookup-cache guard (a tombstone, or a deployment generation bump) that a change could not
+    write to Redis. Written in the transaction of the change, so it is owed exactly when the change
+    commits and outlives the process that made it; beat writes it to Redis and deletes it
+    (`keys.lookup.guards.pending_guards_write`). PostgreSQL, not a thread, remembers what the
+    cache still has to be told."""
+
+    class Op(models.TextChoices):
+        TOMBSTONE = "tombstone"
+        BUMP = "bump"
+
+    name = models.CharField(max_length=200)  # the Redis key
+    op = models.CharField(max_length=16, choices=Op.choices)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.name}"

@@ -252,8 +252,7 @@ def _revoke_all_in_chunk(
             )
             if not batch:
                 break
-            for _pk, public_id, _deployment_id in batch:
-                guards.tombstone_key(public_id)
+            guards.tombstone_keys([public_id for _pk, public_id, _deployment_id in batch])
             now = timezone.now()
             by_reason: dict[str, list[uuid.UUID]] = {}
             for pk, _public_id, deployment_pk in batch:

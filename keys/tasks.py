@@ -11,7 +11,7 @@ from django.conf import settings
 from buddy.core.tasks import BuddyTask
 from deployments.selectors import deployment_list_ended
 from keys import services
-from keys.lookup import usage
+from keys.lookup import guards, usage
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +66,10 @@ def flush_last_used() -> int:
             usage.used_restore(used)
             raise
     return written
+
+
+@shared_task(base=BuddyTask, name="keys.write_pending_guards")
+def write_pending_guards() -> int:
+    """Write to the lookup cache the guards that changes could not write and owed in PostgreSQL
+    (nothing, while Redis answers): a revoke survives the death of the process that made it."""
+    return guards.pending_guards_write()

@@ -59,7 +59,7 @@ def test_compose_runs_postgres_redis_migrate_web_worker_and_beat(compose):
         assert accepted.returncode == 0, accepted.stderr
         assert _compose_config(cli).returncode != 0
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", *APP_SERVICES}
+    assert set(services) == {"postgres", "redis", "cache", *APP_SERVICES}
     assert "noeviction" in services["redis"]["command"]
     assert services["migrate"]["command"] == ["django-admin", "migrate", "--noinput"]
     assert services["migrate"]["restart"] == "no"
@@ -73,7 +73,7 @@ def test_compose_runs_postgres_redis_migrate_web_worker_and_beat(compose):
 
 def test_every_long_running_service_has_a_health_check_and_waits_for_what_it_needs(compose):
     services = compose["services"]
-    for name in ("postgres", "redis", "web", "gateway", "worker", "beat"):
+    for name in ("postgres", "redis", "cache", "web", "gateway", "worker", "beat"):
         check = services[name]["healthcheck"]
         assert check["test"][0] in {"CMD", "CMD-SHELL"}, name
         assert "interval" in check and "retries" in check, name
@@ -83,7 +83,23 @@ def test_every_long_running_service_has_a_health_check_and_waits_for_what_it_nee
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
+            "cache": {"condition": "service_healthy"},
         }
+
+
+def test_the_lookup_cache_runs_apart_on_a_redis_without_persistence(compose):
+    """A restored snapshot is what must never answer (keys.lookup): the cache's Redis has no RDB,
+    no AOF and no volume, and nothing of it is evicted (noeviction)."""
+    cache = compose["services"]["cache"]
+    command = cache["command"]
+    assert command[command.index("--save") + 1] == ""
+    assert command[command.index("--appendonly") + 1] == "no"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "volumes" not in cache
+    for name in APP_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert env["BUDDY_CACHE_REDIS_URL"] == "redis://cache:6379/0"
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
 
 
 def test_secrets_come_from_the_environment_never_from_the_file(compose):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from functools import cache
 
 import redis
@@ -31,6 +32,23 @@ def client() -> redis.Redis:
     )
 
 
+def cache_client() -> redis.Redis:
+    """The lookup cache's Redis (`BUDDY_CACHE_REDIS_URL`, else the one of `client`): a server
+    that may run without persistence, since everything in it can be rebuilt from PostgreSQL
+    (`keys.lookup`'s docstring says why it had better not be restored)."""
+    url = settings.BUDDY_CACHE_REDIS_URL
+    if settings.EMBEDDED or not url or url == settings.REDIS_URL:
+        return client()
+    return _cache_client_at(url)
+
+
+@cache
+def _cache_client_at(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+    )
+
+
 def getpid() -> int:
     """This process's id (a connection or thread made before a fork is not the child's)."""
     return os.getpid()
@@ -40,9 +58,12 @@ class Breaker:
     """After a failure, skip the call for `seconds` instead of making every caller wait for a
     timeout; the caller falls back (PostgreSQL for lookups, the reconciler for messages)."""
 
-    def __init__(self, name: str, seconds: float) -> None:
+    def __init__(
+        self, name: str, seconds: float, connect: Callable[[], redis.Redis] = client
+    ) -> None:
         self.name = name
         self.seconds = seconds
+        self.connect = connect
         self.down_until = 0.0
 
     @property
@@ -51,7 +72,7 @@ class Breaker:
 
     def available(self) -> redis.Redis | None:
         """The client, or None while the breaker is open."""
-        return None if self.is_open else client()
+        return None if self.is_open else self.connect()
 
     def trip(self, exc: Exception) -> None:
         if not self.is_open:

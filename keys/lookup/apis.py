@@ -62,6 +62,7 @@ class AuthLookupApi(APIView):
             {
                 "authorization": serializers.CharField(required=False, allow_null=True),
                 "model": serializers.CharField(required=False, allow_null=True),
+                "client_ip": serializers.CharField(required=False, allow_null=True),
             },
         ),
         responses={
@@ -113,7 +114,11 @@ def lookup(request: HttpRequest) -> HttpResponse:
     if not isinstance(body, dict):
         result = LookupResult(LookupOutcome.INVALID_JSON)
     else:
-        result = key_lookup(authorization=body.get("authorization"), model=body.get("model"))
+        result = key_lookup(
+            authorization=body.get("authorization"),
+            model=body.get("model"),
+            client_ip=body.get("client_ip"),
+        )
     outcome = result.outcome
     metrics.record_lookup(outcome.code, time.perf_counter() - started)
     response = HttpResponse(

@@ -18,7 +18,7 @@ import redis.exceptions
 from django.conf import settings
 from redis.commands.core import Script
 
-from buddy.core.redis import Breaker, getpid
+from buddy.core.redis import Breaker, cache_client, getpid
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +43,34 @@ def deployment_generation(deployment_id: object) -> str:
     return f"{PREFIX}gen:d:{deployment_id}"
 
 
-# One round trip for a hit: the entry, and the guards of the key and of the deployment the entry
-# names (the deployment id is the entry's prefix, up to the first "|").
-_READ = """
+# The epoch: the run id of the Redis process, which changes with every start (a restart, a restore
+# from any snapshot or AOF, a failover to another server) and which no data Redis loads can bring
+# back. An entry is valid only under the epoch it was filled under (`keys.lookup`'s docstring).
+# (The embedded default's in-process Redis has no INFO: its epoch is "", and it cannot be restored.)
+_EPOCH = """(function()
+  local info = redis.pcall('INFO', 'server')
+  return type(info) == 'string' and string.match(info, 'run_id:(%w+)') or ''
+end)()"""
+
+# One round trip for a hit: the entry (if filled under this epoch), and the guards of the key and
+# of the deployment the entry names (the deployment id is the entry's prefix, up to the first "|";
+# the epoch is next, up to the second). KEYS = [entry, key tombstone], ARGV = [prefix]; an entry
+# of another epoch is answered as no entry.
+_READ = f"""
 local e = redis.call('GET', KEYS[1])
 local kt = redis.call('EXISTS', KEYS[2])
-if not e then return {false, kt, 0, false} end
-local dep = string.match(e, '^([^|]*)|')
-if not dep or dep == '' then return {e, kt, 0, false} end
-return {e, kt, redis.call('EXISTS', ARGV[1] .. 'tomb:d:' .. dep),
-        redis.call('GET', ARGV[1] .. 'gen:d:' .. dep)}
+if not e then return {{false, kt, 0, false}} end
+local dep, epoch = string.match(e, '^([^|]*)|([^|]*)|')
+if not dep or epoch ~= {_EPOCH} then return {{false, kt, 0, false}} end
+if dep == '' then return {{e, kt, 0, false}} end
+return {{e, kt, redis.call('EXISTS', ARGV[1] .. 'tomb:d:' .. dep),
+        redis.call('GET', ARGV[1] .. 'gen:d:' .. dep)}}
 """
 
-# The guarded fill: only under the generation read before the database read, and a live entry
-# only while neither tombstone exists.
-_FILL = """
+# The guarded fill: only in the epoch and under the generation read before the database read, and
+# a live entry only while neither tombstone exists.
+_FILL = f"""
+if ARGV[5] ~= {_EPOCH} then return 0 end
 local g = redis.call('GET', KEYS[4]) or '0'
 if g ~= ARGV[3] then return 0 end
 if ARGV[4] == '1' and (redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1)
@@ -66,8 +79,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-_GUARDS = """
-return {redis.call('EXISTS', KEYS[1]), redis.call('EXISTS', KEYS[2]), redis.call('GET', KEYS[3])}
+_GUARDS = f"""
+return {{redis.call('EXISTS', KEYS[1]), redis.call('EXISTS', KEYS[2]), redis.call('GET', KEYS[3]),
+        {_EPOCH}}}
 """
 
 
@@ -78,6 +92,7 @@ class Entry:
     key_hmac: str
     key_id: str
     deployment_id: str | None
+    epoch: str
     generation: str
     revoked: bool
     deployment_status: str
@@ -88,7 +103,7 @@ class Entry:
     def encode(self) -> str:
         body = json.dumps(
             [
-                1,
+                2,
                 self.generation,
                 self.key_hmac,
                 self.key_id,
@@ -100,19 +115,21 @@ class Entry:
             ],
             separators=(",", ":"),
         )
-        return f"{self.deployment_id or ''}|{body}"
+        return f"{self.deployment_id or ''}|{self.epoch}|{body}"
 
     @classmethod
     def decode(cls, raw: bytes) -> Entry | None:
         try:
-            dep, _, body = raw.decode().partition("|")
+            dep, epoch, body = raw.decode().split("|", 2)
             fields = json.loads(body)
-            if fields[0] != 1 or len(fields) != 9:
+            if fields[0] != 2 or len(fields) != 9:
                 return None
         except (ValueError, UnicodeDecodeError, IndexError, TypeError):
             return None
         _, gen, key_hmac, key_id, revoked, status, model, endpoint, ends = fields
-        return cls(key_hmac, key_id, dep or None, gen, revoked, status, model, endpoint, ends)
+        return cls(
+            key_hmac, key_id, dep or None, epoch, gen, revoked, status, model, endpoint, ends
+        )
 
     @property
     def pack_ends_at_datetime(self) -> datetime | None:
@@ -126,6 +143,7 @@ class Guards:
     key_tombstone: bool
     deployment_tombstone: bool
     generation: str
+    epoch: str = ""  # of the Redis that answered (read before the database; a fill carries it)
 
     @property
     def clear(self) -> bool:
@@ -141,7 +159,7 @@ class CachedRead:
 
 # After a Redis error, lookups go straight to PostgreSQL for this long instead of waiting for a
 # socket timeout on every request.
-breaker = Breaker("lookup cache", seconds=2.0)
+breaker = Breaker("lookup cache", seconds=2.0, connect=cache_client)
 
 
 @cache
@@ -205,7 +223,8 @@ def read(public_id: str) -> CachedRead | None:
     entry = Entry.decode(raw) if raw is not None else None
     guards = None
     if entry is not None and entry.deployment_id is not None:
-        guards = Guards(bool(key_tomb), bool(dep_tomb), (gen or b"0").decode())
+        # The script answered the entry only under the current epoch, so it is the guards' too.
+        guards = Guards(bool(key_tomb), bool(dep_tomb), (gen or b"0").decode(), entry.epoch)
     return CachedRead(entry=entry, guards=guards, key_tombstone=bool(key_tomb))
 
 
@@ -215,7 +234,7 @@ def guards(public_id: str, deployment_id: str | None) -> Guards | None:
     if r is None:
         return None
     try:
-        key_tomb, dep_tomb, gen = _scripts(r)[2](
+        key_tomb, dep_tomb, gen, epoch = _scripts(r)[2](
             keys=[
                 key_tombstone(public_id),
                 deployment_tombstone(deployment_id or ""),
@@ -225,7 +244,7 @@ def guards(public_id: str, deployment_id: str | None) -> Guards | None:
     except redis.RedisError as exc:
         breaker.trip(exc)
         return None
-    return Guards(bool(key_tomb), bool(dep_tomb), (gen or b"0").decode())
+    return Guards(bool(key_tomb), bool(dep_tomb), (gen or b"0").decode(), epoch.decode())
 
 
 def fill(public_id: str, entry: Entry, *, live: bool) -> bool:
@@ -248,6 +267,7 @@ def fill(public_id: str, entry: Entry, *, live: bool) -> bool:
                     settings.BUDDY_LOOKUP_CACHE_TTL_SECONDS,
                     entry.generation,
                     "1" if live else "0",
+                    entry.epoch,
                 ],
             )
         )

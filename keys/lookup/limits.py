@@ -1,8 +1,14 @@
-"""Limits of the lookup: failed verifications per public id (the 429 `rate_limited` counter) and
-the bound on argon2 verifications running at once in a process."""
+"""Limits of the lookup: failed verifications per public id and client address (the 429
+`rate_limited` counter) and the bound on argon2 verifications running at once in a process.
+
+A key the cache recognises by its HMAC is never limited (it needs no verification). A cache miss
+is limited per (public id, client address): the public id is no secret (it is in the masked key
+the console shows), so a count per public id alone would let anyone who saw it lock its owner out
+with ten wrong keys a minute. Lookups that give no valid address share one count per public id."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 
@@ -12,8 +18,18 @@ from django.conf import settings
 from keys.lookup.cache import PREFIX, breaker
 
 
-def failure_counter(public_id: str) -> str:
-    return f"{PREFIX}fail:{public_id}"
+def client_address(client_ip: object) -> str:
+    """The client's address in one canonical spelling, or "" unless it is a valid IP address."""
+    if not isinstance(client_ip, str) or not client_ip or len(client_ip) > 64:
+        return ""
+    try:
+        return ipaddress.ip_address(client_ip).compressed
+    except ValueError:
+        return ""
+
+
+def failure_counter(public_id: str, client_ip: str = "") -> str:
+    return f"{PREFIX}fail:{public_id}:{client_ip}"
 
 
 class _LocalCounters:
@@ -45,35 +61,38 @@ class _LocalCounters:
 local_counters = _LocalCounters()
 
 
-def failures(public_id: str) -> tuple[int, int]:
-    """(failed verifications in the current window, seconds until the window ends)."""
+def failures(public_id: str, client_ip: str = "") -> tuple[int, int]:
+    """(failed verifications in the current window, seconds until the window ends) of this public
+    id from this client address (`client_address`)."""
+    counter = failure_counter(public_id, client_ip)
     r = breaker.available()
     if r is not None:
         try:
             with r.pipeline(transaction=False) as pipe:
-                pipe.get(failure_counter(public_id))
-                pipe.ttl(failure_counter(public_id))
+                pipe.get(counter)
+                pipe.ttl(counter)
                 count, ttl = pipe.execute()
             return int(count or 0), max(int(ttl), 1) if count else 0
         except redis.RedisError as exc:
             breaker.trip(exc)
-    return local_counters.get(public_id)
+    return local_counters.get(counter)
 
 
-def failure_record(public_id: str) -> None:
+def failure_record(public_id: str, client_ip: str = "") -> None:
+    counter = failure_counter(public_id, client_ip)
     window = settings.BUDDY_LOOKUP_FAILURE_WINDOW_SECONDS
     r = breaker.available()
     if r is not None:
         try:
             # MULTI/EXEC: a counter never exists without its expiry (no lockout for good).
             with r.pipeline(transaction=True) as pipe:
-                pipe.incr(failure_counter(public_id))
-                pipe.expire(failure_counter(public_id), window, nx=True)
+                pipe.incr(counter)
+                pipe.expire(counter, window, nx=True)
                 pipe.execute()
             return
         except redis.RedisError as exc:
             breaker.trip(exc)
-    local_counters.add(public_id, window)
+    local_counters.add(counter, window)
 
 
 class _VerifySlots:

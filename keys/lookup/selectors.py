@@ -70,10 +70,14 @@ def _snapshot_of_entry(public_id: str, entry: cache.Entry) -> KeySnapshot:
     )
 
 
-def _verify(public_id: str, plaintext: str) -> tuple[ApiKey | None, LookupOutcome | None, int]:
+def _verify(
+    public_id: str, plaintext: str, client_ip: str
+) -> tuple[ApiKey | None, LookupOutcome | None, int]:
     """The key row if the plaintext verifies; else the refusal and its Retry-After.
 
     A malformed key never gets here; an unknown public id costs one indexed query and no argon2.
+    Failures are counted per public id and client address, so one address's wrong guesses never
+    make the key's owner at another address wait.
     """
     key = (
         ApiKey.objects.filter(public_id=public_id)
@@ -82,7 +86,7 @@ def _verify(public_id: str, plaintext: str) -> tuple[ApiKey | None, LookupOutcom
     )
     if key is None:
         return None, LookupOutcome.INVALID_API_KEY, 0
-    failed, retry_after = limits.failures(public_id)
+    failed, retry_after = limits.failures(public_id, client_ip)
     if failed >= settings.BUDDY_LOOKUP_FAILURE_LIMIT:
         return None, LookupOutcome.RATE_LIMITED, retry_after
     slots = limits.verify_slots.get()
@@ -94,7 +98,7 @@ def _verify(public_id: str, plaintext: str) -> tuple[ApiKey | None, LookupOutcom
     finally:
         slots.release()
     if not ok:
-        limits.failure_record(public_id)
+        limits.failure_record(public_id, client_ip)
         return None, LookupOutcome.INVALID_API_KEY, 0
     return key, None, 0
 
@@ -118,7 +122,9 @@ def _fresh_snapshot(key_pk: uuid.UUID | str) -> KeySnapshot | None:
     return None if key is None else key_snapshot(key)
 
 
-def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
+def key_lookup(
+    *, authorization: object, model: object = None, client_ip: object = None
+) -> LookupResult:
     """The proxy's lookup: the one entry point every caller (internal API, gateway) uses.
 
     1. Parse and checksum the key (no I/O): malformed answers 401 at once.
@@ -129,6 +135,9 @@ def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
        bound on concurrent verifications), the guards are read, *then* the database, and the
        answer is filled into the cache only if the guards have not moved (see `keys.lookup`).
     With Redis unreachable, every lookup takes step 3 against PostgreSQL alone.
+
+    `client_ip` is the end client's address as the proxy saw it (ignored unless a valid IP): the
+    failed-verification limit counts per public id and address.
     """
     credential = bearer_token(authorization)
     if credential is None:
@@ -148,7 +157,13 @@ def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
         from_cache = _snapshot_of_entry(public_id, entry)
         guards = cached.guards if cached is not None else None
         fresh = guards is not None and guards.clear and guards.generation == entry.generation
-        if fresh or is_permanent_refusal(from_cache):
+        # A permanent refusal answers whatever the guards say, but for a 409 of an ended
+        # deployment (an entry of before its keys were revoked in the end) once the key has a
+        # tombstone: its revocation has committed, and the answer is now 401.
+        permanent = is_permanent_refusal(from_cache) and (
+            from_cache.revoked or not (cached is not None and cached.key_tombstone)
+        )
+        if fresh or permanent:
             result = LookupResult(judge(from_cache, model=model, now=timezone.now()), from_cache)
             if result.ok:
                 usage.recorder.record(public_id)
@@ -156,7 +171,9 @@ def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
         key_pk: uuid.UUID | str = entry.key_id
         deployment_id = entry.deployment_id
     else:
-        key, refusal, retry_after = _verify(public_id, parsed.plaintext)
+        key, refusal, retry_after = _verify(
+            public_id, parsed.plaintext, limits.client_address(client_ip)
+        )
         if key is None:
             return LookupResult(refusal or LookupOutcome.INVALID_API_KEY, retry_after=retry_after)
         key_pk = key.pk
@@ -178,6 +195,7 @@ def key_lookup(*, authorization: object, model: object = None) -> LookupResult:
                 key_hmac=key_hmac,
                 key_id=snapshot.key_id,
                 deployment_id=snapshot.deployment_id,
+                epoch=guards.epoch,
                 generation=guards.generation,
                 revoked=snapshot.revoked,
                 deployment_status=snapshot.deployment_status,

@@ -24,6 +24,7 @@ SENT = {
     "keys.revoke_for_deployments",
     "keys.reconcile",
     "keys.flush_last_used",
+    "keys.write_pending_guards",
 }
 DEPRECATED = {"deployments.teardown", "keys.revoke_for_deployment"}
 

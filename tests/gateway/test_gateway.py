@@ -249,12 +249,28 @@ def test_a_restarting_deployment_is_409_and_answers_again_once_ready(buddy_url, 
     assert len(upstream.requests) == 1
 
 
-def test_a_stopped_deployment_is_409_deployment_stopped(buddy_url, upstream, deploy):
+def test_a_stopped_deployments_keys_are_401_revoked_at_once(buddy_url, upstream, deploy):
     deployed = deploy(f"{upstream.url}/ok")
     deployment_stop(deployment_id=deployed.deployment.pk, actor="test")
     response = post(buddy_url, CHAT, deployed.secret)
+    assert response.status_code == 401
+    assert error_of(response)["code"] == "revoked_api_key"
+
+
+def test_an_ended_pack_not_yet_swept_is_409_deployment_terminated(buddy_url, upstream, deploy):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deployments.models import Deployment
+
+    deployed = deploy(f"{upstream.url}/ok")
+    Deployment.objects.filter(pk=deployed.deployment.pk).update(
+        pack_ends_at=timezone.now() - timedelta(seconds=1)
+    )
+    response = post(buddy_url, CHAT, deployed.secret)
     assert response.status_code == 409
-    assert error_of(response)["code"] == "deployment_stopped"
+    assert error_of(response)["code"] == "deployment_terminated"
 
 
 def test_a_wrong_model_is_400_model_mismatch(buddy_url, upstream, deploy):

@@ -73,15 +73,15 @@ def test_the_journey_with_the_openai_sdk(buddy_url, upstream, deploy):
     )
     assert second.chat.completions.create(model="gemma4:26b", messages=MESSAGES).choices
 
-    # Stopped: every key fails.
+    # Stopped: every key is revoked by the stop itself (API.md v2), 401 at once.
     deployment_stop(deployment_id=deployed.deployment.pk, actor="test")
     for key in (deployed.secret, second_secret):
-        with pytest.raises(openai.APIStatusError) as stopped:
+        with pytest.raises(openai.AuthenticationError) as stopped:
             client(buddy_url, key).chat.completions.create(model="gemma4:26b", messages=MESSAGES)
-        assert stopped.value.status_code in (401, 409)
-    with pytest.raises(openai.ConflictError) as stopped_key:
+        assert stopped.value.code == "revoked_api_key"
+    with pytest.raises(openai.AuthenticationError) as stopped_key:
         second.chat.completions.create(model="gemma4:26b", messages=MESSAGES, stream=True)
-    assert stopped_key.value.code == "deployment_stopped"
+    assert stopped_key.value.code == "revoked_api_key"
 
 
 def test_an_upstream_that_breaks_mid_stream_raises_in_the_sdk(buddy_url, upstream, deploy):

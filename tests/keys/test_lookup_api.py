@@ -177,14 +177,12 @@ def test_deployment_status_answers_its_409_before_model_mismatch(
     assert error_of(twice(call, body)) == (409, code)
 
 
-def test_stopped_through_the_service_answers_deployment_stopped_at_once(
-    call, live_key, ready_deployment
-):
+def test_stopped_through_the_service_answers_revoked_at_once(call, live_key, ready_deployment):
     _, plaintext = live_key
     assert call({"authorization": f"Bearer {plaintext}"}).status_code == 200
     deployment_stop(deployment_id=ready_deployment.pk, actor="t")
-    # The revoke-all task has not run: the deployment's end alone refuses the key.
-    assert error_of(call({"authorization": f"Bearer {plaintext}"})) == (409, "deployment_stopped")
+    # The revoke-all task has not run: the stop revoked the key in its own transaction.
+    assert error_of(call({"authorization": f"Bearer {plaintext}"})) == (401, "revoked_api_key")
 
 
 @pytest.mark.parametrize("warm", [False, True])

@@ -169,12 +169,13 @@ def test_a_cached_key_is_refused_as_soon_as_its_deployment_ends(live_key, ready_
         "terminate": deployment_services.deployment_terminate,
     }
     actions[end](deployment_id=ready_deployment.pk, actor="t")
-    expected = {
-        "stop": O.DEPLOYMENT_STOPPED,
-        "fail": O.DEPLOYMENT_FAILED,
-        "terminate": O.DEPLOYMENT_TERMINATED,
-    }[end]
-    assert outcome(plaintext) is expected
+    # The end revoked the key in its own transaction: 401 from its commit on, never a 409 first.
+    assert outcome(plaintext) is O.REVOKED_API_KEY
+    assert outcome(plaintext) is O.REVOKED_API_KEY  # and from the cache
+    reason = {"stop": "deployment_stopped", "fail": "deployment_failed"}.get(
+        end, "deployment_terminated"
+    )
+    assert set(ApiKey.objects.values_list("revoke_reason", flat=True)) == {reason}
 
 
 def _racing_fill(monkeypatch, change) -> list[bool]:
@@ -225,7 +226,7 @@ def test_a_fill_from_a_read_before_a_stop_commits_never_answers_after_it(
         lambda: deployment_services.deployment_stop(deployment_id=ready_deployment.pk, actor="t"),
     )
     assert outcome(plaintext) is O.OK
-    assert outcome(plaintext) is O.DEPLOYMENT_STOPPED
+    assert outcome(plaintext) is O.REVOKED_API_KEY
 
 
 def test_a_fill_from_a_read_before_a_restart_commits_is_stale(
@@ -416,7 +417,7 @@ def test_lookups_answer_correctly_from_postgresql_when_redis_is_unreachable(
             assert outcome(plaintext) is O.REVOKED_API_KEY
             assert outcome(other_plaintext) is O.OK
             deployment_services.deployment_stop(deployment_id=ready_deployment.pk, actor="t")
-            assert outcome(other_plaintext) is O.DEPLOYMENT_STOPPED
+            assert outcome(other_plaintext) is O.REVOKED_API_KEY
             assert outcome("ob_sk_bad") is O.INVALID_API_KEY
             assert time.monotonic() - started < 5  # answered without waiting on Redis each time
             assert usage.recorder.flush() == 2  # last use goes straight to the database
@@ -442,7 +443,7 @@ def test_without_redis_url_the_lookup_answers_through_the_in_process_redis(
         try:
             assert outcome(plaintext) is O.OK
             deployment_services.deployment_fail(deployment_id=ready_deployment.pk, actor="t")
-            assert outcome(plaintext) is O.DEPLOYMENT_FAILED
+            assert outcome(plaintext) is O.REVOKED_API_KEY
         finally:
             core_redis.client.cache_clear()
 
@@ -485,6 +486,7 @@ def test_the_embedded_mode_runs_the_production_lookup_cache_and_last_use_in_proc
             assert outcome(head + tokens.checksum(head)) is O.INVALID_API_KEY
             assert limits.failures(key.public_id)[0] == 1
             assert in_process.exists(limits.failure_counter(key.public_id))
+            assert limits.failures(key.public_id, "10.0.0.9")[0] == 0  # another address
 
             # A revoke's tombstone reaches the cached entry.
             services.key_revoke(key_id=key.pk, actor="t")
