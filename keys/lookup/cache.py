@@ -247,10 +247,23 @@ def guards(public_id: str, deployment_id: str | None) -> Guards | None:
     return Guards(bool(key_tomb), bool(dep_tomb), (gen or b"0").decode(), epoch.decode())
 
 
+@cache
+def _warn_no_epoch() -> None:
+    logger.error(
+        "the lookup cache's Redis does not answer INFO (its run id): nothing is cached; "
+        "allow INFO to buddy's Redis user (README, Production)"
+    )
+
+
 def fill(public_id: str, entry: Entry, *, live: bool) -> bool:
     """Store an entry filled under `entry.generation`; refused if the guards moved meanwhile."""
     r = breaker.available()
     if r is None:
+        return False
+    if not entry.epoch and not settings.EMBEDDED:
+        # A server Redis that did not tell its run id (INFO denied to buddy's user) cannot prove a
+        # later restart: fail closed, every lookup verifies against PostgreSQL.
+        _warn_no_epoch()
         return False
     dep = entry.deployment_id or ""
     try:

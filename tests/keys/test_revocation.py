@@ -345,3 +345,18 @@ def test_buddy_cache_redis_url_puts_the_lookup_cache_on_its_own_redis(tmp_path, 
         assert own.exists(lookup_cache.key_tombstone(key.public_id))
     assert not main.exists(lookup_cache.entry_name(key.public_id))
     assert not main.exists(lookup_cache.key_tombstone(key.public_id))
+
+
+def test_a_cache_redis_that_refuses_info_fails_closed(cache_redis, live_key):
+    """Without the run id no restart can be detected: nothing is filled, lookups stay correct."""
+    key, plaintext = live_key
+    raw = redis.Redis.from_url(cache_redis.url)
+    raw.execute_command("ACL", "SETUSER", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info")
+    url = cache_redis.url.replace("redis://", "redis://noinfo:pw@")
+    with override_settings(BUDDY_CACHE_REDIS_URL=url):
+        lookup_cache.breaker.reset()
+        assert outcome(plaintext) is O.OK
+        assert outcome(plaintext) is O.OK
+        assert not raw.exists(lookup_cache.entry_name(key.public_id))
+        services.key_revoke(key_id=key.pk, actor="t")
+        assert outcome(plaintext) is O.REVOKED_API_KEY
