@@ -10,7 +10,7 @@ PORT ?= 8000
 export PG_URL ?= postgres://postgres@127.0.0.1:5432/buddy
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint bench bench-expiry services browser clean
+.PHONY: install run test lint bench bench-expiry bench-gateway services browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,13 @@ lint: install
 bench: install services
 	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python bench/lookup.py
+
+# The gateway against a raw-ASGI relay sketch and the mock model server they both call, side by
+# side (PostgreSQL `buddy_gw_bench`, Redis db 13 unless BENCH_DATABASE_URL/BENCH_REDIS_URL say
+# otherwise). See bench/gateway.py.
+bench-gateway: install services
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache

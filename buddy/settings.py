@@ -235,6 +235,14 @@ BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS = env.float(
 BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS = env.float(
     "BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS", default=600.0
 )
+# The largest request body `/v1/` accepts (413 `request_too_large` above it, refused from its
+# Content-Length before any of it is read, or as soon as a streamed body passes it).
+BUDDY_GATEWAY_MAX_BODY_BYTES = env.int("BUDDY_GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# A relayed stream looks its key up again at most this often (one Redis round trip on a hit) and
+# ends with an error event once the key or its deployment no longer qualifies.
+BUDDY_STREAM_RECHECK_SECONDS = env.float("BUDDY_STREAM_RECHECK_SECONDS", default=5.0)
+# The longest a relayed stream may last, whatever the model server does (30 minutes).
+BUDDY_STREAM_MAX_SECONDS = env.float("BUDDY_STREAM_MAX_SECONDS", default=1800.0)
 BUDDY_LOCAL_MODEL_ENABLED = _bool("BUDDY_LOCAL_MODEL_ENABLED", BUDDY_PROVISIONER == "local")
 # --- the proxy lookup (keys.lookup) -----------------------------
 # How long a verified lookup stays in Redis; must stay below the tombstones' 24 h.

@@ -42,6 +42,36 @@ def request_id_from(candidate: object) -> str:
     return uuid.uuid4().hex
 
 
+def bind_request_id(candidate: object) -> tuple[str, Token[str]]:
+    """Make the request id (`request_id_from(candidate)`) the current one; `unbind_request_id`
+    with the token when the request is done. For servers that are not Django middleware (the
+    gateway's ASGI app)."""
+    request_id = request_id_from(candidate)
+    return request_id, _current.set(request_id)
+
+
+def unbind_request_id(token: Token[str]) -> None:
+    _current.reset(token)
+
+
+def log_access(method: str, path: str, status: int, started: float) -> None:
+    """The request's access line (`buddy.access`): method, path (never the query), status and
+    duration since `started` (a `time.perf_counter()`)."""
+    access_logger.log(
+        logging.DEBUG if path in _QUIET_PATHS else logging.INFO,
+        "%s %s %s",
+        method,
+        path,
+        status,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+
+
 class RequestIdMiddleware(DualModeMiddleware):
     """Binds the request id for the request's duration and writes one access line per request."""
 
@@ -73,17 +103,5 @@ class RequestIdMiddleware(DualModeMiddleware):
     ) -> HttpResponse:
         response[HEADER] = request_id
         # The path only: a query string is the client's and may carry anything.
-        access_logger.log(
-            logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
-            "%s %s %s",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+        log_access(str(request.method), request.path, response.status_code, started)
         return response

@@ -108,7 +108,7 @@ def lookup(request: HttpRequest) -> HttpResponse:
         return _forbidden()
     try:
         body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         body = None
     if not isinstance(body, dict):
         result = LookupResult(LookupOutcome.INVALID_JSON)

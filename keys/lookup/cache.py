@@ -3,10 +3,12 @@ fill them in one round trip each (the safety argument is in `keys.lookup`'s docs
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -190,23 +192,98 @@ class _HotConnection(threading.local):
 _hot = _HotConnection()
 
 
+def read_keys_args(public_id: str) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of the read script (`_READ`) for a key: one definition for both the sync
+    read and the async one (`aread`)."""
+    return [entry_name(public_id), key_tombstone(public_id)], [PREFIX]
+
+
+def decode_read(reply: Any) -> CachedRead:
+    """The read script's reply, as the lookup judges it (shared by `read` and `aread`)."""
+    raw, key_tomb, dep_tomb, gen = reply
+    entry = Entry.decode(raw) if raw is not None else None
+    guards = None
+    if entry is not None and entry.deployment_id is not None:
+        guards = Guards(bool(key_tomb), bool(dep_tomb), (gen or b"0").decode())
+    return CachedRead(entry=entry, guards=guards, key_tombstone=bool(key_tomb))
+
+
 def read(public_id: str) -> CachedRead | None:
     """The entry of a key and its guards, in one round trip; None if Redis cannot answer."""
     r = breaker.available()
     if r is None:
         return None
     try:
-        raw, key_tomb, dep_tomb, gen = _hot.evalsha(
-            r, [entry_name(public_id), key_tombstone(public_id)], [PREFIX]
-        )
+        reply = _hot.evalsha(r, *read_keys_args(public_id))
     except (redis.RedisError, OSError) as exc:
         breaker.trip(exc)
         return None
-    entry = Entry.decode(raw) if raw is not None else None
-    guards = None
-    if entry is not None and entry.deployment_id is not None:
-        guards = Guards(bool(key_tomb), bool(dep_tomb), (gen or b"0").decode())
-    return CachedRead(entry=entry, guards=guards, key_tombstone=bool(key_tomb))
+    return decode_read(reply)
+
+
+# --- the async read (the gateway's event loop) -------------------------------------------------
+
+
+class _AsyncClients:
+    """One `redis.asyncio` client per event loop (its connections belong to the loop that made
+    them), on the same server and database as the sync client. None in the embedded default,
+    whose in-process Redis has no sockets: the caller takes the sync path in a thread."""
+
+    def __init__(self) -> None:
+        self.clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        found = self.clients.get(loop)
+        if found is None:
+            import redis.asyncio
+
+            found = redis.asyncio.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+            self.clients[loop] = found
+        return found
+
+
+    async def close(self) -> None:
+        """Close this event loop's client (for loops that end with their request)."""
+        found = self.clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found.aclose()
+
+
+_async_clients = _AsyncClients()
+
+
+async def aclose() -> None:
+    """Close the async read's client of the running event loop."""
+    await _async_clients.close()
+
+
+def async_read_available() -> bool:
+    """Whether `aread` can talk to Redis from the event loop (not in the embedded default)."""
+    return not settings.EMBEDDED
+
+
+async def aread(public_id: str) -> CachedRead | None:
+    """`read` from the event loop: the same script, KEYS/ARGV and decoding, one round trip
+    through `redis.asyncio`; None if Redis cannot answer (the breaker is shared with `read`)."""
+    if breaker.is_open:
+        return None
+    r = _async_clients.get()
+    keys, args = read_keys_args(public_id)
+    try:
+        try:
+            reply = await r.evalsha(_READ_SHA, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            await r.script_load(_READ)
+            reply = await r.evalsha(_READ_SHA, len(keys), *keys, *args)
+    except (redis.RedisError, OSError) as exc:
+        breaker.trip(exc)
+        return None
+    return decode_read(reply)
 
 
 def guards(public_id: str, deployment_id: str | None) -> Guards | None:
