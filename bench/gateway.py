@@ -13,11 +13,12 @@ Three servers, each one uvicorn process (one worker) with uvloop and httptools w
 It prints, for `POST /v1/chat/completions` with a cached key: throughput under wrk (-c16,
 `BENCH_PAIRS` interleaved rounds, medians), the added latency p50 of sequential requests (one
 connection; the mock's own p50 subtracted), and the server's CPU per chunk of a
-`BENCH_STREAM_CHUNKS`-chunk stream. LiteLLM's proxy is not part of the run (see the note of issue 11).
+`BENCH_STREAM_CHUNKS`-chunk stream. LiteLLM's proxy is not part of the run (see issue 11's
+note).
 
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/buddy_gw_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION (5 s per wrk run), BENCH_PAIRS (3),
-BENCH_CONNECTIONS (16), BENCH_SEQUENTIAL (400 requests), BENCH_STREAMS (20),
+BENCH_CONNECTIONS (16), BENCH_SEQUENTIAL (1000 requests, in 10 interleaved rounds), BENCH_STREAMS (20),
 BENCH_STREAM_CHUNKS (200), BENCH_PORT_RANGE ("19000-19199"; default any free port).
 """
 
@@ -45,10 +46,13 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 DURATION = int(os.environ.get("BENCH_DURATION", "5"))
 PAIRS = int(os.environ.get("BENCH_PAIRS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
-SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "400"))
+SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "1000"))
+LATENCY_ROUNDS = 10
 STREAMS = int(os.environ.get("BENCH_STREAMS", "20"))
 STREAM_CHUNKS = int(os.environ.get("BENCH_STREAM_CHUNKS", "200"))
 PORT_RANGE = os.environ.get("BENCH_PORT_RANGE", "")
+# A file to write a py-spy profile of buddy under load to (collapsed stacks), if given.
+PROFILE = os.environ.get("BENCH_PROFILE", "")
 MODEL = "gemma4:26b"
 PEPPER = b"bench-sketch-pepper"
 LOGS = Path(tempfile.mkdtemp(prefix="bench-gateway-logs-"))
@@ -68,7 +72,7 @@ STREAM_CHAT = json.dumps(
 
 # --- the two small servers (written to files, served by uvicorn) ------------------------------
 
-MOCK_APP = r'''
+MOCK_APP = r"""
 import json, os
 CHUNKS = int(os.environ["BENCH_STREAM_CHUNKS"])
 COMPLETION = json.dumps({
@@ -102,9 +106,9 @@ async def app(scope, receive, send):
         return
     await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
     await send({"type": "http.response.body", "body": COMPLETION})
-'''
+"""
 
-SKETCH_APP = r'''
+SKETCH_APP = r"""
 import hashlib, hmac, os
 import aiohttp
 import redis.asyncio as aioredis
@@ -143,7 +147,8 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": UNAUTHORIZED})
         return
     digest, _, endpoint = entry.decode().partition("|")
-    if not hmac.compare_digest(digest, hmac.new(PEPPER, token.encode(), hashlib.sha256).hexdigest()):
+    presented = hmac.new(PEPPER, token.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(digest, presented):
         await send({"type": "http.response.start", "status": 401, "headers": []})
         await send({"type": "http.response.body", "body": UNAUTHORIZED})
         return
@@ -155,11 +160,11 @@ async def app(scope, receive, send):
         async for chunk in upstream.content.iter_any():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-'''
+"""
 
 WRK_POST = """
 local body = os.getenv("BENCH_BODY")
-local headers = {["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY"),
+local headers = {["Host"] = "127.0.0.1", ["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY"),
                  ["Content-Type"] = "application/json"}
 local req = wrk.format("POST", "/v1/chat/completions", headers, body)
 request = function() return req end
@@ -304,23 +309,24 @@ def run_wrk(port: int, script: str, env: dict[str, str]) -> dict[str, float]:
     ).stdout
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return {
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50": _ms(re.search(r"\s50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
     }
 
 
-def sequential_p50(port: int, key: str) -> float:
+def sequential_timings(port: int, key: str, count: int) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    for _ in range(20):
+    for _ in range(10):
         post(port, key, CHAT, conn)
     timings = []
-    for _ in range(SEQUENTIAL):
+    for _ in range(count):
         started = time.perf_counter()
         post(port, key, CHAT, conn)
         timings.append((time.perf_counter() - started) * 1000)
     conn.close()
-    return statistics.median(timings)
+    return timings
 
 
 def cpu_seconds(pid: int) -> float:
@@ -393,8 +399,26 @@ def main() -> None:
         print(f"bench: {PAIRS} interleaved rounds of wrk -t2 -c{CONNECTIONS} -d{DURATION}s")
         for _ in range(PAIRS):
             for name, port in ports.items():
-                runs[name].append(run_wrk(port, str(script), env))
-        latency = {name: sequential_p50(port, key) for name, port in ports.items()}
+                cpu_before = cpu_seconds(procs[name].pid)
+                run = run_wrk(port, str(script), env)
+                # CPU the server spent per request: unlike req/s, hardly moved by whatever else
+                # the machine is running at the same time.
+                run["cpu_us"] = (cpu_seconds(procs[name].pid) - cpu_before) / run["requests"] * 1e6
+                runs[name].append(run)
+        if PROFILE:  # one more run of buddy under py-spy: collapsed stacks to PROFILE
+            spy = subprocess.Popen(
+                ["py-spy", "record", "-p", str(procs["buddy"].pid), "-d", str(DURATION),
+                 "-f", "raw", "-o", PROFILE, "-r", "250"],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            run_wrk(buddy_port, str(script), env)
+            spy.wait(60)
+        # Sequential requests, interleaved in rounds so that all three see the same machine.
+        timings: dict[str, list[float]] = {name: [] for name in ports}
+        for _ in range(LATENCY_ROUNDS):
+            for name, port in ports.items():
+                timings[name] += sequential_timings(port, key, SEQUENTIAL // LATENCY_ROUNDS)
+        latency = {name: statistics.median(timings[name]) for name in ports}
         stream_cpu = {
             name: stream_cpu_per_chunk_us(procs[name], ports[name], key)
             for name in ("sketch", "buddy")
@@ -435,12 +459,19 @@ def main() -> None:
             f"{b['rps'] / s['rps']:.2f}" for b, s in zip(runs["buddy"], runs["sketch"], strict=True)
         )
     )
+    cpu = {name: statistics.median(run["cpu_us"] for run in runs[name]) for name in runs}
+    print(
+        f"server CPU per request under wrk (median): buddy {cpu['buddy']:.0f} us, sketch "
+        f"{cpu['sketch']:.0f} us -> capacity ratio {cpu['sketch'] / cpu['buddy']:.2f} (mock "
+        f"{cpu['mock']:.0f} us; Redis' own CPU not included)"
+    )
     print(
         f"added latency p50 buddy / sketch: {added['buddy'] / max(added['sketch'], 1e-3):.2f}"
         f"  ({added['buddy']:.2f} ms vs {added['sketch']:.2f} ms; target <= 1.5)"
     )
     print(
-        f"stream of {STREAM_CHUNKS} chunks, server CPU per chunk: buddy {stream_cpu['buddy']:.1f} us,"
+        f"stream of {STREAM_CHUNKS} chunks, server CPU per chunk: "
+        f"buddy {stream_cpu['buddy']:.1f} us,"
         f" sketch {stream_cpu['sketch']:.1f} us -> ratio "
         f"{stream_cpu['buddy'] / max(stream_cpu['sketch'], 1e-3):.2f}  (target <= 1.5)"
     )

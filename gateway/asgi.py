@@ -102,10 +102,12 @@ class _Hosts:
     def __init__(self) -> None:
         self.known: dict[bytes, bool] = {}
 
-    def allowed(self, headers: dict[bytes, bytes]) -> bool:
+    def allowed(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
         host = headers.get(b"host", b"")
         if settings.USE_X_FORWARDED_HOST and b"x-forwarded-host" in headers:
             host = headers[b"x-forwarded-host"]
+        if not host and scope.get("server"):  # no Host header: the server's name, as Django does
+            host = str(scope["server"][0]).encode()
         found = self.known.get(host)
         if found is None:
             allowed_hosts = settings.ALLOWED_HOSTS
@@ -122,23 +124,18 @@ _hosts = _Hosts()
 
 
 def _security_headers() -> list[tuple[bytes, bytes]]:
-    """What Django's SecurityMiddleware and XFrameOptionsMiddleware put on every answer."""
-    headers = []
+    """Of what Django's SecurityMiddleware puts on every answer, what a JSON API's answer needs
+    (`nosniff`; the frame, referrer and opener policies are for pages a browser renders, and each
+    header costs the server per answer)."""
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-        headers.append((b"x-content-type-options", b"nosniff"))
-    if settings.SECURE_REFERRER_POLICY:
-        headers.append((b"referrer-policy", str(settings.SECURE_REFERRER_POLICY).encode()))
-    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-        coop = str(settings.SECURE_CROSS_ORIGIN_OPENER_POLICY).encode()
-        headers.append((b"cross-origin-opener-policy", coop))
-    headers.append((b"x-frame-options", str(settings.X_FRAME_OPTIONS).encode()))
-    return headers
+        return [(b"x-content-type-options", b"nosniff")]
+    return []
 
 
 class Exchange:
     """One request and its answer: what was asked, and what has been sent back so far."""
 
-    __slots__ = ("scope", "receive", "_send", "headers", "request_id", "status", "started")
+    __slots__ = ("_send", "headers", "receive", "request_id", "scope", "started", "status")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -153,13 +150,17 @@ class Exchange:
         value = self.headers.get(name)
         return None if value is None else value.decode("latin-1")
 
-    async def start(self, status: int, content_type: bytes, extra: dict[str, str]) -> None:
+    async def start(
+        self, status: int, content_type: bytes, extra: dict[str, str], length: int = -1
+    ) -> None:
         headers = [
             (b"content-type", content_type),
             (_REQUEST_ID_HEADER, self.request_id.encode()),
             *_static_headers(),
             *((name.encode(), value.encode("latin-1")) for name, value in extra.items()),
         ]
+        if length >= 0:
+            headers.append((b"content-length", str(length).encode()))
         self.status, self.started = status, True
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
@@ -169,7 +170,7 @@ class Exchange:
     async def answer(
         self, status: int, content: bytes, headers: dict[str, str] | None = None
     ) -> None:
-        await self.start(status, _JSON, headers or {})
+        await self.start(status, _JSON, headers or {}, len(content))
         await self.body(content, more=False)
 
     async def error(
@@ -401,8 +402,9 @@ async def models(ex: Exchange) -> None:
         await refuse(ex, result)
         return
     created = await _created_at(result.snapshot.deployment_id)
-    model = {"id": result.snapshot.model, "object": "model", "created": created, "owned_by": "buddy"}
-    await ex.answer(200, json.dumps({"object": "list", "data": [model]}).encode())
+    served = {"id": result.snapshot.model, "object": "model", "created": created}
+    listing = {"object": "list", "data": [{**served, "owned_by": "buddy"}]}
+    await ex.answer(200, json.dumps(listing).encode())
 
 
 _ROUTES = {CHAT_PATH: chat_completions, MODELS_PATH: models}
@@ -415,7 +417,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
     ex.request_id, token = bind_request_id(ex.header(_REQUEST_ID_HEADER))
     try:
         handler = _ROUTES.get(scope["path"])
-        if not _hosts.allowed(ex.headers):
+        if not _hosts.allowed(scope, ex.headers):
             await ex.error(errors.BAD_REQUEST, message="Invalid Host header.")
         elif handler is None:
             await ex.error(errors.NOT_FOUND)

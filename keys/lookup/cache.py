@@ -9,11 +9,13 @@ import json
 import logging
 import threading
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import hiredis
 import redis
 import redis.connection
 import redis.exceptions
@@ -246,7 +248,6 @@ class _AsyncClients:
             self.clients[loop] = found
         return found
 
-
     async def close(self) -> None:
         """Close this event loop's client (for loops that end with their request)."""
         found = self.clients.pop(asyncio.get_running_loop(), None)
@@ -267,20 +268,126 @@ def async_read_available() -> bool:
     return not settings.EMBEDDED
 
 
+class _Pipelined(asyncio.Protocol):
+    """One Redis connection per event loop for the async hit path, shared by every request on the
+    loop: commands are written as they come and replies, which Redis sends in the same order, are
+    handed back in that order (hiredis parses them). This is `_HotConnection`'s idea for the event
+    loop: `redis.asyncio`'s pool, retry and command layers cost more CPU than the round trip.
+    Plain TCP or Unix sockets only; a `rediss://` URL takes `redis.asyncio` (`_async_clients`)."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            waiter = self.waiting.popleft()
+            if not waiter.done():  # a caller that timed out has gone: its reply is dropped
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(redis.exceptions.ConnectionError("Redis connection lost"))
+
+    def call(self, *args: str | int) -> asyncio.Future[Any]:
+        assert self.transport is not None
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        self.transport.write(hiredis.pack_command(args))
+        return waiter
+
+
+class _AsyncHotConnection:
+    """The loop's `_Pipelined` connection, (re)made on first use after a loss."""
+
+    def __init__(self) -> None:
+        self.connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pipelined] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.connecting: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Future[_Pipelined]
+        ] = weakref.WeakKeyDictionary()
+
+    async def get(self) -> _Pipelined:
+        loop = asyncio.get_running_loop()
+        found = self.connections.get(loop)
+        if found is not None and found.transport is not None:
+            return found
+        pending = self.connecting.get(loop)
+        if pending is None:
+            pending = self.connecting[loop] = asyncio.ensure_future(self._connect(loop))
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self.connecting.pop(loop, None)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Pipelined:
+        url = redis.connection.parse_url(settings.REDIS_URL)
+        async with asyncio.timeout(_ASYNC_TIMEOUT):
+            if "path" in url:
+                _, protocol = await loop.create_unix_connection(_Pipelined, url["path"])
+            else:
+                _, protocol = await loop.create_connection(
+                    _Pipelined, url.get("host", "localhost"), url.get("port", 6379)
+                )
+            setup = []
+            if url.get("password"):
+                auth = [url["username"]] if url.get("username") else []
+                setup.append(protocol.call("AUTH", *auth, url["password"]))
+            if url.get("db"):
+                setup.append(protocol.call("SELECT", url["db"]))
+            for reply in await asyncio.gather(*setup):
+                if isinstance(reply, hiredis.ReplyError):
+                    assert protocol.transport is not None
+                    protocol.transport.close()
+                    raise redis.exceptions.ConnectionError(f"Redis refused the set-up: {reply}")
+        self.connections[loop] = protocol
+        return protocol
+
+    async def evalsha(self, keys: list[str], args: list[str]) -> Any:
+        connection = await self.get()
+        async with asyncio.timeout(_ASYNC_TIMEOUT):
+            reply = await connection.call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+                await connection.call("SCRIPT", "LOAD", _READ)
+                reply = await connection.call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.exceptions.ResponseError(str(reply))
+        return reply
+
+
+# The sync client's socket timeout (`buddy.core.redis.client`): a Redis slower than this trips
+# the breaker, and lookups answer from PostgreSQL meanwhile.
+_ASYNC_TIMEOUT = 0.5
+_async_hot = _AsyncHotConnection()
+
+
 async def aread(public_id: str) -> CachedRead | None:
-    """`read` from the event loop: the same script, KEYS/ARGV and decoding, one round trip
-    through `redis.asyncio`; None if Redis cannot answer (the breaker is shared with `read`)."""
+    """`read` from the event loop: the same script, KEYS/ARGV and decoding, one round trip;
+    None if Redis cannot answer (the breaker is shared with `read`)."""
     if breaker.is_open:
         return None
-    r = _async_clients.get()
     keys, args = read_keys_args(public_id)
     try:
-        try:
-            reply = await r.evalsha(_READ_SHA, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            await r.script_load(_READ)
-            reply = await r.evalsha(_READ_SHA, len(keys), *keys, *args)
-    except (redis.RedisError, OSError) as exc:
+        if settings.REDIS_URL.startswith("rediss:"):
+            r = _async_clients.get()
+            try:
+                reply = await r.evalsha(_READ_SHA, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                await r.script_load(_READ)
+                reply = await r.evalsha(_READ_SHA, len(keys), *keys, *args)
+        else:
+            reply = await _async_hot.evalsha(keys, args)
+    except (redis.RedisError, OSError, TimeoutError) as exc:
         breaker.trip(exc)
         return None
     return decode_read(reply)
