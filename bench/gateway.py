@@ -18,8 +18,9 @@ note).
 
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/buddy_gw_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION (5 s per wrk run), BENCH_PAIRS (3),
-BENCH_CONNECTIONS (16), BENCH_SEQUENTIAL (1000 requests, in 10 interleaved rounds), BENCH_STREAMS (20),
-BENCH_STREAM_CHUNKS (200), BENCH_PORT_RANGE ("19000-19199"; default any free port).
+BENCH_CONNECTIONS (16), BENCH_SEQUENTIAL (1000 requests, in 10 interleaved rounds),
+BENCH_STREAMS (20),
+BENCH_STREAM_CHUNKS (200), BENCH_BUDDY_LOG_LEVEL (INFO), BENCH_PROFILE, BENCH_PORT_RANGE ("19000-19199"; default any free port).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ SERVER_ENV = {
     "ALLOWED_HOSTS": "127.0.0.1",
     "BUDDY_PROVISIONER": "none",
     "DJANGO_SETTINGS_MODULE": "buddy.settings",
+    # INFO (the default): buddy writes its access line for every request, as in production.
+    "LOG_LEVEL": os.environ.get("BENCH_BUDDY_LOG_LEVEL", "INFO"),
 }
 CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello"}]})
 STREAM_CHAT = json.dumps(

@@ -11,6 +11,7 @@ status and code the gateway answers: 502 `upstream_error` for an unreachable or 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import weakref
 from collections.abc import Mapping
@@ -77,24 +78,33 @@ async def close_session() -> None:
 
 
 def _timeout() -> aiohttp.ClientTimeout:
-    # `sock_read` bounds the wait for each piece of the answer, not the whole answer: a long
-    # generation that keeps streaming is never cut (the gateway caps a stream itself), a silent
-    # upstream is.
-    return aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=settings.BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
-        sock_read=settings.BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS,
+    return _timeout_of(
+        settings.BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+        settings.BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS,
     )
 
 
+@functools.cache
+def _timeout_of(connect: float, read: float) -> aiohttp.ClientTimeout:
+    # `sock_read` bounds the wait for each piece of the answer, not the whole answer: a long
+    # generation that keeps streaming is never cut (the gateway caps a stream itself), a silent
+    # upstream is.
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+
+
 def _headers() -> dict[str, str]:
+    return _headers_of(settings.BUDDY_UPSTREAM_API_KEY)
+
+
+@functools.cache
+def _headers_of(api_key: str) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
         "Accept": "application/json, text/event-stream",
         "Accept-Encoding": "identity",
     }
-    if settings.BUDDY_UPSTREAM_API_KEY:
-        headers["Authorization"] = f"Bearer {settings.BUDDY_UPSTREAM_API_KEY}"
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     return headers
 
 
