@@ -19,8 +19,8 @@ note).
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/buddy_gw_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION (5 s per wrk run), BENCH_PAIRS (3),
 BENCH_CONNECTIONS (16), BENCH_SEQUENTIAL (1000 requests, in 10 interleaved rounds),
-BENCH_STREAMS (20),
-BENCH_STREAM_CHUNKS (200), BENCH_BUDDY_LOG_LEVEL (INFO), BENCH_PROFILE, BENCH_PORT_RANGE ("19000-19199"; default any free port).
+BENCH_STREAMS (20), BENCH_STREAM_CHUNKS (200), BENCH_BUDDY_LOG_LEVEL (INFO), BENCH_PROFILE (a file
+for a py-spy profile of buddy under load), BENCH_PORT_RANGE ("19000-19199"; default any free port).
 """
 
 from __future__ import annotations

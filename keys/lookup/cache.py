@@ -301,7 +301,7 @@ class _Pipelined(asyncio.Protocol):
         assert self.transport is not None
         waiter = asyncio.get_running_loop().create_future()
         self.waiting.append(waiter)
-        self.transport.write(hiredis.pack_command(args))
+        self.transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
         return waiter
 
 
