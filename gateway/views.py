@@ -32,6 +32,9 @@ def _scope(request: HttpRequest) -> dict[str, Any]:
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in request.headers.items()
     ]
+    # The host as Django validated it (ALLOWED_HOSTS; SERVER_NAME when no Host header was sent).
+    headers = [(n, v) for n, v in headers if n != b"host"]
+    headers.append((b"host", request.get_host().encode("latin-1")))
     request_id = getattr(request, "request_id", None)
     if request_id:  # the id RequestIdMiddleware chose, so both log it alike
         headers = [(n, v) for n, v in headers if n != b"x-request-id"]

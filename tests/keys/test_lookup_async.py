@@ -5,48 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 
 import pytest
 import redis
 from django.conf import settings
 from django.test import Client
 
-from buddy.accounts.selectors import service_token_cache
 from buddy.accounts.services import service_token_create
 from deployments import services as deployment_services
-from keys import hashing, services, tokens
+from keys import services, tokens
 from keys.lookup import cache as lookup_cache
-from keys.lookup import usage
 from keys.lookup.aio import key_lookup_async
 from keys.lookup.outcomes import LookupOutcome
 from keys.lookup.selectors import key_lookup
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fresh_lookup_state"),
+]
 O = LookupOutcome
-
-
-@pytest.fixture(autouse=True)
-def _fresh_process_state() -> Iterator[None]:
-    service_token_cache.clear()
-    lookup_cache.breaker.reset()
-    usage.recorder.take()
-    yield
-    lookup_cache.breaker.reset()
-    usage.recorder.take()
-
-
-@pytest.fixture
-def argon2_calls(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    real = hashing.verify_key
-
-    def counting(stored_hash: str, plaintext: str) -> bool:
-        calls.append(1)
-        return real(stored_hash, plaintext)
-
-    monkeypatch.setattr(hashing, "verify_key", counting)
-    return calls
 
 
 def both(authorization: object, model: object = None):  # type: ignore[no-untyped-def]
