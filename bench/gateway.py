@@ -19,7 +19,7 @@ note).
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/buddy_gw_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION (5 s per wrk run), BENCH_PAIRS (3),
 BENCH_CONNECTIONS (16), BENCH_SEQUENTIAL (1000 requests, in 10 interleaved rounds),
-BENCH_STREAMS (20), BENCH_STREAM_CHUNKS (200), BENCH_BUDDY_LOG_LEVEL (INFO), BENCH_PROFILE (a file
+BENCH_STREAMS (100), BENCH_STREAM_CHUNKS (200), BENCH_BUDDY_LOG_LEVEL (INFO), BENCH_PROFILE (a file
 for a py-spy profile of buddy under load), BENCH_PORT_RANGE ("19000-19199"; default any free port).
 """
 
@@ -39,6 +39,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# The lookup benchmark's helpers (this directory is on sys.path when run as bench/gateway.py).
+import lookup
+from lookup import _free_port, _ms
+
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/buddy_gw_bench"
@@ -49,22 +53,17 @@ PAIRS = int(os.environ.get("BENCH_PAIRS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "1000"))
 LATENCY_ROUNDS = 10
-STREAMS = int(os.environ.get("BENCH_STREAMS", "20"))
+STREAMS = int(os.environ.get("BENCH_STREAMS", "100"))
 STREAM_CHUNKS = int(os.environ.get("BENCH_STREAM_CHUNKS", "200"))
-PORT_RANGE = os.environ.get("BENCH_PORT_RANGE", "")
 # A file to write a py-spy profile of buddy under load to (collapsed stacks), if given.
 PROFILE = os.environ.get("BENCH_PROFILE", "")
 MODEL = "gemma4:26b"
 PEPPER = b"bench-sketch-pepper"
 LOGS = Path(tempfile.mkdtemp(prefix="bench-gateway-logs-"))
 SERVER_ENV = {
+    **lookup.SERVER_ENV,
     "DATABASE_URL": DATABASE_URL,
     "REDIS_URL": REDIS_URL,
-    "SECRET_KEY": "bench-secret-key-not-for-production",
-    "DEBUG": "false",
-    "ALLOWED_HOSTS": "127.0.0.1",
-    "BUDDY_PROVISIONER": "none",
-    "DJANGO_SETTINGS_MODULE": "buddy.settings",
     # INFO (the default): buddy writes its access line for every request, as in production.
     "LOG_LEVEL": os.environ.get("BENCH_BUDDY_LOG_LEVEL", "INFO"),
 }
@@ -174,19 +173,6 @@ request = function() return req end
 """
 
 
-def _free_port() -> int:
-    low, _, high = PORT_RANGE.partition("-")
-    candidates = range(int(low), int(high or low) + 1) if low else [0]
-    for port in candidates:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise SystemExit(f"no free port in {PORT_RANGE}")
-
-
 def _uvicorn_extras() -> list[str]:
     extras = []
     try:
@@ -291,14 +277,6 @@ def post(port: int, key: str, body: str, conn: http.client.HTTPConnection | None
     if own:
         conn.close()
     return content
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS[unit]
 
 
 def run_wrk(port: int, script: str, env: dict[str, str]) -> dict[str, float]:
