@@ -15,7 +15,7 @@ PORT ?= 8000
 export PG_URL ?= postgres://postgres@127.0.0.1:5432/buddy
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint bench bench-expiry services browser clean lock audit
+.PHONY: install run test lint bench bench-expiry services browser clean lock audit bench-gateway
 
 $(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,13 @@ lock: install
 audit: install
 	$(BIN)/pip-audit --progress-spinner off --require-hashes -r $(LOCK)
 	$(BIN)/pip-audit --progress-spinner off --require-hashes -r $(DEV_LOCK)
+
+# The gateway against a raw-ASGI relay sketch and the mock model server they both call, side by
+# side (PostgreSQL `buddy_gw_bench`, Redis db 13 unless BENCH_DATABASE_URL/BENCH_REDIS_URL say
+# otherwise). See bench/gateway.py.
+bench-gateway: install services
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache

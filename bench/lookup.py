@@ -10,6 +10,11 @@ deployments, and drives load with wrk from a separate process. It prints:
   argon2 parameters;
 - the time from a revoke's commit to the first 401 seen by a concurrent prober process.
 
+Beside it, on another gunicorn with as many workers (`bench/lookup_peers.py`), the same lookups
+are served by a plain Django view with no middleware doing one Redis GET and one HMAC (the limit
+sketch), and by djangorestframework-api-key's `HasAPIKey` (the peer): requests/s, CPU per request
+and the ratios of buddy's cached lookup to each, round by round.
+
 Environment: BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_WORKERS (4), BENCH_DEPLOYMENTS (200),
 BENCH_KEYS_PER_DEPLOYMENT (10), BENCH_DURATION (6 s per wrk run), BENCH_PAIRS (5 interleaved
 healthz/lookup pairs), BENCH_CONNECTIONS (32), BENCH_REVOKES (20), BENCH_PORT_RANGE (e.g.
@@ -69,8 +74,21 @@ local headers = {
   ["Content-Type"] = "application/json",
 }
 for line in io.lines(os.getenv("BENCH_KEYS_FILE")) do
-  requests[#requests + 1] = wrk.format("POST", "/internal/v1/auth/lookup", headers,
+  requests[#requests + 1] = wrk.format("POST", os.getenv("BENCH_PATH"), headers,
     '{"authorization":"Bearer ' .. line .. '","model":"gemma4:26b"}')
+end
+local i = math.random(#requests)
+request = function()
+  i = i % #requests + 1
+  return requests[i]
+end
+"""
+# djangorestframework-api-key's peer: its own key in the header, the same body.
+WRK_DRF = """
+local requests = {}
+for line in io.lines(os.getenv("BENCH_DRF_KEYS_FILE")) do
+  local headers = {["Authorization"] = "Api-Key " .. line, ["Content-Type"] = "application/json"}
+  requests[#requests + 1] = wrk.format("POST", "/drf", headers, '{"model":"gemma4:26b"}')
 end
 local i = math.random(#requests)
 request = function()
@@ -179,29 +197,71 @@ def create_data() -> tuple[str, list[str], list[str]]:
     return secret, [g.plaintext for g in generated], [str(k.pk) for k in keys]
 
 
-def start_server(port: int) -> subprocess.Popen:
-    env = {**os.environ, **SERVER_ENV}
+def start_server(
+    port: int, app: str = "buddy.wsgi", env: dict[str, str] | None = None, probe: str = "/healthz"
+) -> subprocess.Popen:
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "gunicorn", "buddy.wsgi"),
+            *(sys.executable, "-m", "gunicorn", app),
             *("--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"),
             *("--log-level", "warning", "--backlog", "2048"),
         ],
-        cwd=ROOT,
-        env=env,
+        cwd=ROOT if app == "buddy.wsgi" else ROOT / "bench",
+        env={**os.environ, **SERVER_ENV, **(env or {})},
     )
     deadline = time.monotonic() + 30
     while True:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
+            conn.request("GET", probe)
+            if conn.getresponse().status in (200, 405):
                 return proc
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("gunicorn did not start")
+            raise SystemExit(f"gunicorn {app} did not start")
         time.sleep(0.1)
+
+
+PEER_PEPPER = "bench-peer-pepper"
+
+
+def start_peers(port: int, token: str, plaintexts: list[str]) -> tuple[subprocess.Popen, str]:
+    """The plain-view sketch and djangorestframework-api-key (bench/lookup_peers.py): their
+    Redis entries (the plain view's: HMAC and answer per key) and keys, then their server."""
+    import hashlib
+    import hmac
+
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    answer = json.dumps({"deployment_id": "d", "model": "gemma4:26b", "endpoint_url": "u"})
+    with r.pipeline(transaction=False) as pipe:
+        for plaintext in plaintexts:
+            digest = hmac.new(PEER_PEPPER.encode(), plaintext.encode(), hashlib.sha256).hexdigest()
+            pipe.set(f"peer:{plaintext[6:18]}", f"{digest}|{answer}")
+        pipe.execute()
+    env = {"BENCH_SERVICE_TOKEN": token, "BENCH_PEPPER": PEER_PEPPER}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    peer_env = {**os.environ, **SERVER_ENV, **env, "DJANGO_SETTINGS_MODULE": "lookup_peers"}
+    drf_keys = subprocess.run(
+        [sys.executable, "lookup_peers.py", "setup", str(len(plaintexts) // 4 or 1)],
+        cwd=ROOT / "bench",
+        env=peer_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    keys_file = tempfile.NamedTemporaryFile("w", prefix="bench-drf-", delete=False)  # noqa: SIM115
+    keys_file.write("\n".join(drf_keys) + "\n")
+    keys_file.close()
+    proc = start_server(
+        port,
+        "lookup_peers:application",
+        {**env, "DJANGO_SETTINGS_MODULE": "lookup_peers"},
+        probe="/plain",
+    )
+    return proc, keys_file.name
 
 
 def post_lookup(port: int, token: str, plaintext: str) -> tuple[int, float]:
@@ -365,6 +425,8 @@ def main() -> None:
     token, plaintexts, key_ids = create_data()
     port = _free_port()
     server = start_server(port)
+    peer_port = _free_port()
+    peers, drf_keys_file = start_peers(peer_port, token, plaintexts[: -REVOKES or None])
     keys_file = tempfile.NamedTemporaryFile("w", prefix="bench-keys-", delete=False)  # noqa: SIM115
     try:
         os.chmod(keys_file.name, 0o600)
@@ -389,21 +451,36 @@ def main() -> None:
         cached = [post_lookup(port, token, p)[1] * 1000 for p in plaintexts[:30]]
 
         scripts = {}
-        for name, text in (("healthz", WRK_HEALTHZ), ("lookup", WRK_LOOKUP)):
+        for name, text in (
+            ("healthz", WRK_HEALTHZ),
+            ("lookup", WRK_LOOKUP),
+            ("plain", WRK_LOOKUP),
+            ("drf", WRK_DRF),
+        ):
             with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
                 script.write(text)
             scripts[name] = script.name
-        env = {"BENCH_KEYS_FILE": keys_file.name, "BENCH_SERVICE_TOKEN": token}
-        base = f"http://127.0.0.1:{port}"
-        runs: dict[str, list[dict[str, float]]] = {"healthz": [], "lookup": []}
-        print(f"bench: {PAIRS} interleaved pairs of {DURATION} s wrk runs")
-        for _ in range(PAIRS):  # interleaved, so that both see the same machine
-            for name in ("healthz", "lookup"):
-                cpu_before = server_cpu_seconds(server)
-                run = run_wrk(base, scripts[name], env)
+        env = {
+            "BENCH_KEYS_FILE": keys_file.name,
+            "BENCH_SERVICE_TOKEN": token,
+            "BENCH_DRF_KEYS_FILE": drf_keys_file,
+        }
+        paths = {"lookup": "/internal/v1/auth/lookup", "plain": "/plain"}
+        servers = {"healthz": server, "lookup": server, "plain": peers, "drf": peers}
+        ports = {"healthz": port, "lookup": port, "plain": peer_port, "drf": peer_port}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
+        print(f"bench: {PAIRS} interleaved rounds of {DURATION} s wrk runs")
+        for _ in range(PAIRS):  # interleaved, so that all see the same machine
+            for name in scripts:
+                cpu_before = server_cpu_seconds(servers[name])
+                run = run_wrk(
+                    f"http://127.0.0.1:{ports[name]}",
+                    scripts[name],
+                    {**env, "BENCH_PATH": paths.get(name, "")},
+                )
                 # CPU the workers spent per request: unlike req/s, hardly moved by whatever else
                 # the machine is running at the same time.
-                run["cpu_us"] = (server_cpu_seconds(server) - cpu_before) / run["requests"]
+                run["cpu_us"] = (server_cpu_seconds(servers[name]) - cpu_before) / run["requests"]
                 run["cpu_us"] *= 1e6
                 runs[name].append(run)
         for path in scripts.values():
@@ -412,9 +489,11 @@ def main() -> None:
         delays = revoke_to_401(port, token, plaintexts, key_ids)
         verify_ms, params = argon2_cost()
     finally:
-        server.terminate()
-        server.wait(15)
+        for proc in (server, peers):
+            proc.terminate()
+            proc.wait(15)
         os.unlink(keys_file.name)
+        os.unlink(drf_keys_file)
 
     def summary(name: str) -> tuple[float, float, float, float]:
         rps = statistics.median(run["rps"] for run in runs[name])
@@ -431,8 +510,22 @@ def main() -> None:
     print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
     print(f"{'GET /healthz':22}{h_rps:10.0f}{h_p50:10.2f}{h_p99:10.2f}{h_bad:10.0f}")
     print(f"{'cached lookup':22}{l_rps:10.0f}{l_p50:10.2f}{l_p99:10.2f}{l_bad:10.0f}")
-    for name in ("healthz", "lookup"):
+    p_rps, p_p50, p_p99, p_bad = summary("plain")
+    d_rps, d_p50, d_p99, d_bad = summary("drf")
+    print(f"{'plain-view sketch':22}{p_rps:10.0f}{p_p50:10.2f}{p_p99:10.2f}{p_bad:10.0f}")
+    print(f"{'drf-api-key HasAPIKey':22}{d_rps:10.0f}{d_p50:10.2f}{d_p99:10.2f}{d_bad:10.0f}")
+    for name in runs:
         print(f"  {name} runs (req/s): " + ", ".join(f"{run['rps']:.0f}" for run in runs[name]))
+    cpu = {name: statistics.median(run["cpu_us"] for run in runs[name]) for name in runs}
+    for peer, target in (("plain", 0.9), ("drf", 2.3)):
+        pairs = zip(runs["lookup"], runs[peer], strict=True)
+        per_round = [mine["rps"] / theirs["rps"] for mine, theirs in pairs]
+        print(
+            f"cached lookup / {peer}: throughput {statistics.median(per_round):.2f} (median of "
+            f"rounds: " + ", ".join(f"{ratio:.2f}" for ratio in per_round) + "), CPU per request "
+            f"{cpu['lookup']:.0f} us vs {cpu[peer]:.0f} us -> capacity ratio "
+            f"{cpu[peer] / cpu['lookup']:.2f}  (target >= {target})"
+        )
     h_cpu = statistics.median(run["cpu_us"] for run in runs["healthz"])
     l_cpu = statistics.median(run["cpu_us"] for run in runs["lookup"])
     print(

@@ -292,6 +292,11 @@ for _cidr in env.list("BUDDY_UPSTREAM_ALLOWED_NETWORKS", default=[]):
         raise ImproperlyConfigured(
             f"BUDDY_UPSTREAM_ALLOWED_NETWORKS: {_cidr!r} is not a network (CIDR)"
         ) from exc
+# A relayed stream looks its key up again at most this often (one Redis round trip on a hit) and
+# ends with an error event once the key or its deployment no longer qualifies.
+BUDDY_STREAM_RECHECK_SECONDS = env.float("BUDDY_STREAM_RECHECK_SECONDS", default=5.0)
+# The longest a relayed stream may last, whatever the model server does (30 minutes).
+BUDDY_STREAM_MAX_SECONDS = env.float("BUDDY_STREAM_MAX_SECONDS", default=1800.0)
 # --- the proxy lookup (keys.lookup) -----------------------------
 # How long a verified lookup stays in Redis; must stay below the tombstones' 24 h.
 BUDDY_LOOKUP_CACHE_TTL_SECONDS = env.int("BUDDY_LOOKUP_CACHE_TTL_SECONDS", default=300)

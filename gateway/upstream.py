@@ -11,12 +11,13 @@ status and code the gateway answers: 502 `upstream_error` for an unreachable or 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 from django.conf import settings
 
 from buddy.core import errors
@@ -27,8 +28,10 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _MESSAGE_LIMIT = 1000
 # Upstream statuses that say the client's request is at fault, and what the gateway answers.
 _RELAYED_STATUSES = {400: 400, 413: 400, 422: 400, 429: 429}
+# What talking to an upstream can raise: aiohttp's errors, and its timeouts (asyncio's).
+TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -50,36 +53,58 @@ class UpstreamFailure(DomainError):
         return {"Retry-After": self.retry_after} if self.retry_after else {}
 
 
-def _client() -> httpx.AsyncClient:
-    """One pooled client per event loop (a pool's connections belong to the loop that made them)."""
+def _session() -> aiohttp.ClientSession:
+    """One pooled session per event loop (a pool's connections belong to the loop that made them):
+    no client object per request. Connections are unlimited in number and kept alive."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
+            # The body is sent as given, never touched; nothing of the environment (proxies,
+            # .netrc) or of cookies applies to model servers.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
         )
-        _clients[loop] = client
-    return client
+        _sessions[loop] = session
+    return session
 
 
-def _timeout() -> httpx.Timeout:
-    # `read` bounds the wait for each piece of the answer, not the whole answer: a long generation
-    # that keeps streaming is never cut, a silent upstream is.
-    return httpx.Timeout(
+async def close_session() -> None:
+    """Close this event loop's session (for loops that end with their request: `gateway.views`)."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
+
+
+def _timeout() -> aiohttp.ClientTimeout:
+    return _timeout_of(
+        settings.BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
         settings.BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS,
-        connect=settings.BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
     )
 
 
+@functools.cache
+def _timeout_of(connect: float, read: float) -> aiohttp.ClientTimeout:
+    # `sock_read` bounds the wait for each piece of the answer, not the whole answer: a long
+    # generation that keeps streaming is never cut (the gateway caps a stream itself), a silent
+    # upstream is.
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+
+
 def _headers() -> dict[str, str]:
+    return _headers_of(settings.BUDDY_UPSTREAM_API_KEY)
+
+
+@functools.cache
+def _headers_of(api_key: str) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
         "Accept": "application/json, text/event-stream",
         "Accept-Encoding": "identity",
     }
-    if settings.BUDDY_UPSTREAM_API_KEY:
-        headers["Authorization"] = f"Bearer {settings.BUDDY_UPSTREAM_API_KEY}"
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     return headers
 
 
@@ -87,9 +112,9 @@ def chat_completions_url(endpoint_url: str) -> str:
     return f"{endpoint_url.rstrip('/')}/v1/chat/completions"
 
 
-def transport_failure(exc: httpx.HTTPError) -> UpstreamFailure:
+def transport_failure(exc: BaseException) -> UpstreamFailure:
     """What the gateway answers when talking to the upstream failed (no answer, or cut short)."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, asyncio.TimeoutError):
         return UpstreamFailure(errors.UPSTREAM_TIMEOUT.message, entry=errors.UPSTREAM_TIMEOUT)
     return UpstreamFailure(f"The model server could not be reached ({type(exc).__name__}).")
 
@@ -97,7 +122,7 @@ def transport_failure(exc: httpx.HTTPError) -> UpstreamFailure:
 def _upstream_message(content: bytes) -> str | None:
     try:
         body = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         text = content.decode("utf-8", "replace").strip()
         return text[:_MESSAGE_LIMIT] or None
     message: Any = None
@@ -108,9 +133,9 @@ def _upstream_message(content: bytes) -> str | None:
     return str(message)[:_MESSAGE_LIMIT] if message else None
 
 
-def status_failure(response: httpx.Response, content: bytes) -> UpstreamFailure:
+def status_failure(response: aiohttp.ClientResponse, content: bytes) -> UpstreamFailure:
     """What the gateway answers for an upstream's non-2xx answer."""
-    status = response.status_code
+    status = response.status
     relayed = _RELAYED_STATUSES.get(status)
     if relayed is None:
         # Auth, routing or server trouble upstream is buddy's problem, not the client's request.
@@ -125,54 +150,57 @@ def status_failure(response: httpx.Response, content: bytes) -> UpstreamFailure:
     return UpstreamFailure(message, entry=errors.UPSTREAM_REJECTED)
 
 
+async def _post(endpoint_url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    try:
+        return await _session().post(
+            chat_completions_url(endpoint_url),
+            data=json.dumps(body).encode(),
+            headers=_headers(),
+            timeout=_timeout(),
+            allow_redirects=False,
+        )
+    except TRANSPORT_ERRORS as exc:
+        raise transport_failure(exc) from exc
+
+
+async def _refusal(response: aiohttp.ClientResponse) -> UpstreamFailure:
+    """The failure for a non-2xx answer, from at most `_ERROR_BODY_LIMIT` bytes of its body."""
+    try:
+        content = await response.content.read(_ERROR_BODY_LIMIT)
+    except TRANSPORT_ERRORS:
+        content = b""  # the status alone decides the answer
+    finally:
+        response.close()
+    return status_failure(response, content)
+
+
 async def chat_completion(*, endpoint_url: str, body: dict[str, Any]) -> bytes:
     """A non-streamed completion: the upstream's JSON answer, verbatim."""
+    response = await _post(endpoint_url, body)
+    if not 200 <= response.status < 300:
+        raise await _refusal(response)
     try:
-        response = await _client().post(
-            chat_completions_url(endpoint_url), json=body, headers=_headers(), timeout=_timeout()
-        )
-    except httpx.HTTPError as exc:
+        content = await response.read()
+    except TRANSPORT_ERRORS as exc:
         raise transport_failure(exc) from exc
-    content = response.content
-    if not response.is_success:
-        raise status_failure(response, content[:_ERROR_BODY_LIMIT])
+    finally:
+        response.release()
     try:
         answer = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         answer = None
     if not isinstance(answer, dict):
         raise UpstreamFailure("The model server answered with something other than JSON.")
     return content
 
 
-async def open_chat_stream(*, endpoint_url: str, body: dict[str, Any]) -> httpx.Response:
-    """Start a streamed completion; the caller relays `aiter_bytes()` and must `aclose()` it.
+async def open_chat_stream(*, endpoint_url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    """Start a streamed completion; the caller relays `content.iter_any()` and must `close()` it.
 
     Returns once the upstream has answered with a success status, so that a refusal or an
     unreachable upstream still gets a proper error status instead of a broken stream.
     """
-    client = _client()
-    request = client.build_request(
-        "POST",
-        chat_completions_url(endpoint_url),
-        json=body,
-        headers=_headers(),
-        timeout=_timeout(),
-    )
-    try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        raise transport_failure(exc) from exc
-    if response.is_success:
+    response = await _post(endpoint_url, body)
+    if 200 <= response.status < 300:
         return response
-    try:
-        content = b""
-        async for chunk in response.aiter_bytes():
-            content += chunk
-            if len(content) >= _ERROR_BODY_LIMIT:
-                break
-    except httpx.HTTPError:
-        pass  # the status alone decides the answer
-    finally:
-        await response.aclose()
-    raise status_failure(response, content[:_ERROR_BODY_LIMIT])
+    raise await _refusal(response)

@@ -33,7 +33,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or InvalidJson."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack ("[" * 100_000).
         raise InvalidJson() from None
     if not isinstance(body, dict):
         raise InvalidJson("The body must be a JSON object.")

@@ -36,10 +36,15 @@ def cache_client() -> redis.Redis:
     """The lookup cache's Redis (`BUDDY_CACHE_REDIS_URL`, else the one of `client`): a server
     that may run without persistence, since everything in it can be rebuilt from PostgreSQL
     (`keys.lookup`'s docstring says why it had better not be restored)."""
-    url = settings.BUDDY_CACHE_REDIS_URL
-    if settings.EMBEDDED or not url or url == settings.REDIS_URL:
+    url = cache_url()
+    if settings.EMBEDDED or url == settings.REDIS_URL:
         return client()
     return _cache_client_at(url)
+
+
+def cache_url() -> str:
+    """The URL of the lookup cache's Redis: `BUDDY_CACHE_REDIS_URL`, else `REDIS_URL`."""
+    return settings.BUDDY_CACHE_REDIS_URL or settings.REDIS_URL
 
 
 @cache

@@ -83,8 +83,16 @@ def outcome_label(outcome_code: str) -> str:
 
 def record_lookup(outcome_code: str, seconds: float) -> None:
     """Count one answered lookup (`""` or `"ok"` for a 200, else its error code) and its time."""
-    LOOKUPS.labels(outcome=outcome_label(outcome_code)).inc()
+    counter = _lookup_counters.get(outcome_code)
+    if counter is None:  # the labelled child, found once per outcome (it never changes)
+        counter = _lookup_counters[outcome_code] = LOOKUPS.labels(
+            outcome=outcome_label(outcome_code)
+        )
+    counter.inc()
     LOOKUP_SECONDS.observe(max(seconds, 0.0))
+
+
+_lookup_counters: dict[str, Any] = {}
 
 
 class _HasOutcome(Protocol):

@@ -3,22 +3,26 @@ fill them in one round trip each (the safety argument is in `keys.lookup`'s docs
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import threading
+import weakref
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import hiredis
 import redis
 import redis.connection
 import redis.exceptions
 from django.conf import settings
 from redis.commands.core import Script
 
-from buddy.core.redis import Breaker, cache_client, getpid
+from buddy.core.redis import Breaker, cache_client, cache_url, getpid
 
 logger = logging.getLogger(__name__)
 
@@ -208,24 +212,209 @@ class _HotConnection(threading.local):
 _hot = _HotConnection()
 
 
-def read(public_id: str) -> CachedRead | None:
-    """The entry of a key and its guards, in one round trip; None if Redis cannot answer."""
-    r = breaker.available()
-    if r is None:
-        return None
-    try:
-        raw, key_tomb, dep_tomb, gen = _hot.evalsha(
-            r, [entry_name(public_id), key_tombstone(public_id)], [PREFIX]
-        )
-    except (redis.RedisError, OSError) as exc:
-        breaker.trip(exc)
-        return None
+def read_keys_args(public_id: str) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of the read script (`_READ`) for a key: one definition for both the sync
+    read and the async one (`aread`)."""
+    return [entry_name(public_id), key_tombstone(public_id)], [PREFIX]
+
+
+def decode_read(reply: Any) -> CachedRead:
+    """The read script's reply, as the lookup judges it (shared by `read` and `aread`)."""
+    raw, key_tomb, dep_tomb, gen = reply
     entry = Entry.decode(raw) if raw is not None else None
     guards = None
     if entry is not None and entry.deployment_id is not None:
         # The script answered the entry only under the current epoch, so it is the guards' too.
         guards = Guards(bool(key_tomb), bool(dep_tomb), (gen or b"0").decode(), entry.epoch)
     return CachedRead(entry=entry, guards=guards, key_tombstone=bool(key_tomb))
+
+
+def read(public_id: str) -> CachedRead | None:
+    """The entry of a key and its guards, in one round trip; None if Redis cannot answer."""
+    r = breaker.available()
+    if r is None:
+        return None
+    try:
+        reply = _hot.evalsha(r, *read_keys_args(public_id))
+    except (redis.RedisError, OSError) as exc:
+        breaker.trip(exc)
+        return None
+    return decode_read(reply)
+
+
+# --- the async read (the gateway's event loop) -------------------------------------------------
+
+
+class _AsyncClients:
+    """One `redis.asyncio` client per event loop (its connections belong to the loop that made
+    them), on the same server and database as the sync client. None in the embedded default,
+    whose in-process Redis has no sockets: the caller takes the sync path in a thread."""
+
+    def __init__(self) -> None:
+        self.clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        found = self.clients.get(loop)
+        if found is None:
+            import redis.asyncio
+
+            found = redis.asyncio.Redis.from_url(
+                cache_url(), socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+            self.clients[loop] = found
+        return found
+
+    async def close(self) -> None:
+        """Close this event loop's client (for loops that end with their request)."""
+        found = self.clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found.aclose()
+
+
+_async_clients = _AsyncClients()
+
+
+async def aclose() -> None:
+    """Close the async read's client of the running event loop."""
+    await _async_clients.close()
+
+
+def async_read_available() -> bool:
+    """Whether `aread` can talk to Redis from the event loop (not in the embedded default)."""
+    return not settings.EMBEDDED
+
+
+class _Pipelined(asyncio.Protocol):
+    """One Redis connection per event loop for the async hit path, shared by every request on the
+    loop: commands are written as they come and replies, which Redis sends in the same order, are
+    handed back in that order (hiredis parses them). This is `_HotConnection`'s idea for the event
+    loop: `redis.asyncio`'s pool, retry and command layers cost more CPU than the round trip.
+    Plain TCP or Unix sockets only; a `rediss://` URL takes `redis.asyncio` (`_async_clients`)."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.url = ""  # of the server it was made for
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            waiter = self.waiting.popleft()
+            if not waiter.done():  # a caller that timed out has gone: its reply is dropped
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(redis.exceptions.ConnectionError("Redis connection lost"))
+
+    def call(self, *args: str | int) -> asyncio.Future[Any]:
+        assert self.transport is not None
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        self.transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+        return waiter
+
+
+class _AsyncHotConnection:
+    """The loop's `_Pipelined` connection, (re)made on first use after a loss."""
+
+    def __init__(self) -> None:
+        self.connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pipelined] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.connecting: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Future[_Pipelined]
+        ] = weakref.WeakKeyDictionary()
+
+    async def get(self) -> _Pipelined:
+        loop = asyncio.get_running_loop()
+        found = self.connections.get(loop)
+        if found is not None and found.transport is not None:
+            if found.url == cache_url():
+                return found
+            found.transport.close()  # the settings moved the cache to another server
+        pending = self.connecting.get(loop)
+        if pending is None:
+            pending = self.connecting[loop] = asyncio.ensure_future(self._connect(loop))
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self.connecting.pop(loop, None)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Pipelined:
+        where = cache_url()
+        url = redis.connection.parse_url(where)
+        async with asyncio.timeout(_ASYNC_TIMEOUT):
+            if "path" in url:
+                _, protocol = await loop.create_unix_connection(_Pipelined, url["path"])
+            else:
+                _, protocol = await loop.create_connection(
+                    _Pipelined, url.get("host", "localhost"), url.get("port", 6379)
+                )
+            setup = []
+            if url.get("password"):
+                auth = [url["username"]] if url.get("username") else []
+                setup.append(protocol.call("AUTH", *auth, url["password"]))
+            if url.get("db"):
+                setup.append(protocol.call("SELECT", url["db"]))
+            for reply in await asyncio.gather(*setup):
+                if isinstance(reply, hiredis.ReplyError):
+                    assert protocol.transport is not None
+                    protocol.transport.close()
+                    raise redis.exceptions.ConnectionError(f"Redis refused the set-up: {reply}")
+        protocol.url = where
+        self.connections[loop] = protocol
+        return protocol
+
+    async def evalsha(self, keys: list[str], args: list[str]) -> Any:
+        connection = await self.get()
+        async with asyncio.timeout(_ASYNC_TIMEOUT):
+            reply = await connection.call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+                await connection.call("SCRIPT", "LOAD", _READ)
+                reply = await connection.call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.exceptions.ResponseError(str(reply))
+        return reply
+
+
+# The sync client's socket timeout (`buddy.core.redis.client`): a Redis slower than this trips
+# the breaker, and lookups answer from PostgreSQL meanwhile.
+_ASYNC_TIMEOUT = 0.5
+_async_hot = _AsyncHotConnection()
+
+
+async def aread(public_id: str) -> CachedRead | None:
+    """`read` from the event loop: the same script, KEYS/ARGV and decoding, one round trip;
+    None if Redis cannot answer (the breaker is shared with `read`)."""
+    if breaker.is_open:
+        return None
+    keys, args = read_keys_args(public_id)
+    try:
+        if cache_url().startswith("rediss:"):
+            r = _async_clients.get()
+            try:
+                reply = await r.evalsha(_READ_SHA, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                await r.script_load(_READ)
+                reply = await r.evalsha(_READ_SHA, len(keys), *keys, *args)
+        else:
+            reply = await _async_hot.evalsha(keys, args)
+    except (redis.RedisError, OSError, TimeoutError) as exc:
+        breaker.trip(exc)
+        return None
+    return decode_read(reply)
 
 
 def guards(public_id: str, deployment_id: str | None) -> Guards | None:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import uuid
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils import timezone
@@ -122,6 +123,55 @@ def _fresh_snapshot(key_pk: uuid.UUID | str) -> KeySnapshot | None:
     return None if key is None else key_snapshot(key)
 
 
+@dataclass(frozen=True, slots=True)
+class PresentedKey:
+    """A well-formed key as presented: its public id, plaintext and cache HMAC."""
+
+    public_id: str
+    plaintext: str
+    key_hmac: str
+
+
+def presented_key(authorization: object) -> PresentedKey | LookupResult:
+    """Step 1 of `key_lookup` (no I/O): the key, or the refusal of a missing or malformed one."""
+    credential = bearer_token(authorization)
+    if credential is None:
+        return LookupResult(LookupOutcome.MISSING_API_KEY)
+    try:
+        parsed = tokens.parse(credential)
+    except tokens.MalformedKey:
+        return LookupResult(LookupOutcome.INVALID_API_KEY)
+    return PresentedKey(parsed.public_id, parsed.plaintext, key_cache_hmac(parsed.plaintext))
+
+
+def answer_from_cache(
+    presented: PresentedKey, cached: cache.CachedRead | None, *, model: object
+) -> LookupResult | None:
+    """Step 2 of `key_lookup`, pure: the answer a cache read gives on its own (an entry whose HMAC
+    matches the key, with clear guards of its generation, or a permanent refusal), or None when
+    the key must be verified or read from the database (`lookup_uncached`). The sync and the
+    async lookup both judge a read here: one set of rules."""
+    entry = cached.entry if cached is not None else None
+    if entry is None or not hmac.compare_digest(entry.key_hmac, presented.key_hmac):
+        return None
+    assert cached is not None
+    from_cache = _snapshot_of_entry(presented.public_id, entry)
+    guards = cached.guards
+    fresh = guards is not None and guards.clear and guards.generation == entry.generation
+    # A permanent refusal answers whatever the guards say, but for a 409 of an ended deployment
+    # (an entry of before its keys were revoked in the end) once the key has a tombstone: its
+    # revocation has committed, and the answer is now 401.
+    permanent = is_permanent_refusal(from_cache) and (
+        from_cache.revoked or not cached.key_tombstone
+    )
+    if not (fresh or permanent):
+        return None
+    result = LookupResult(judge(from_cache, model=model, now=timezone.now()), from_cache)
+    if result.ok:
+        usage.recorder.record(presented.public_id)
+    return result
+
+
 def key_lookup(
     *, authorization: object, model: object = None, client_ip: object = None
 ) -> LookupResult:
@@ -135,44 +185,41 @@ def key_lookup(
        bound on concurrent verifications), the guards are read, *then* the database, and the
        answer is filled into the cache only if the guards have not moved (see `keys.lookup`).
     With Redis unreachable, every lookup takes step 3 against PostgreSQL alone.
+    The gateway's `keys.lookup.aio.key_lookup_async` takes the same three steps from its event loop.
 
     `client_ip` is the end client's address as the proxy saw it (ignored unless a valid IP): the
     failed-verification limit counts per public id and address.
     """
-    credential = bearer_token(authorization)
-    if credential is None:
-        return LookupResult(LookupOutcome.MISSING_API_KEY)
-    try:
-        parsed = tokens.parse(credential)
-    except tokens.MalformedKey:
-        return LookupResult(LookupOutcome.INVALID_API_KEY)
-    public_id = parsed.public_id
-    key_hmac = key_cache_hmac(parsed.plaintext)
+    presented = presented_key(authorization)
+    if isinstance(presented, LookupResult):
+        return presented
+    cached = cache.read(presented.public_id)
+    answer = answer_from_cache(presented, cached, model=model)
+    if answer is not None:
+        return answer
+    return lookup_uncached(presented, cached, model=model, client_ip=client_ip)
 
-    cached = cache.read(public_id)
+
+def lookup_uncached(
+    presented: PresentedKey,
+    cached: cache.CachedRead | None,
+    *,
+    model: object,
+    client_ip: object = None,
+) -> LookupResult:
+    """Step 3 of `key_lookup`: what the cache read (`cached`) could not answer alone."""
+    public_id = presented.public_id
+    key_hmac = presented.key_hmac
     entry = cached.entry if cached is not None else None
     identified = entry is not None and hmac.compare_digest(entry.key_hmac, key_hmac)
     if identified:
         assert entry is not None
-        from_cache = _snapshot_of_entry(public_id, entry)
         guards = cached.guards if cached is not None else None
-        fresh = guards is not None and guards.clear and guards.generation == entry.generation
-        # A permanent refusal answers whatever the guards say, but for a 409 of an ended
-        # deployment (an entry of before its keys were revoked in the end) once the key has a
-        # tombstone: its revocation has committed, and the answer is now 401.
-        permanent = is_permanent_refusal(from_cache) and (
-            from_cache.revoked or not (cached is not None and cached.key_tombstone)
-        )
-        if fresh or permanent:
-            result = LookupResult(judge(from_cache, model=model, now=timezone.now()), from_cache)
-            if result.ok:
-                usage.recorder.record(public_id)
-            return result
         key_pk: uuid.UUID | str = entry.key_id
         deployment_id = entry.deployment_id
     else:
         key, refusal, retry_after = _verify(
-            public_id, parsed.plaintext, limits.client_address(client_ip)
+            public_id, presented.plaintext, limits.client_address(client_ip)
         )
         if key is None:
             return LookupResult(refusal or LookupOutcome.INVALID_API_KEY, retry_after=retry_after)

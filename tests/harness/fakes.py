@@ -115,6 +115,7 @@ class FakeUpstream:
     - `/silent`: answers nothing until `release` (the gateway's read timeout fires first);
     - `/breaks`: streams one chunk, then drops the connection;
     - `/hangs`: streams one chunk, then waits until its client goes away (sets `disconnected`);
+    - `/drip`: streams a chunk every 50 ms until its client goes away (sets `disconnected`);
     - `/fail`: 500; `/refuses`: 400 with an OpenAI error body; `/unauthorized`: 401.
     """
 
@@ -217,12 +218,32 @@ class FakeUpstream:
                 pass
             self.disconnected.set()
             return
+        if mode == "drip":
+            await self._drip(send, receive, event)
+            return
         if mode == "gated":
             await asyncio.to_thread(self.release.wait, 30)
         for word in self.reply(body).split(" "):
             await send(event({"content": word + " "}))
         await send(event({}, "stop"))
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    async def _drip(self, send: Any, receive: Any, event: Any) -> None:
+        """A chunk every 50 ms for as long as the client listens (at most 60 s)."""
+        gone = asyncio.ensure_future(self._until_disconnect(receive))
+        try:
+            for _ in range(1200):
+                await send(event({"content": "drip "}))
+                done, _ = await asyncio.wait({gone}, timeout=0.05)
+                if done:
+                    return
+        finally:
+            gone.cancel()
+
+    async def _until_disconnect(self, receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected.set()
 
 
 @contextlib.contextmanager

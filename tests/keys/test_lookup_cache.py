@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import fakeredis
@@ -16,7 +15,7 @@ import time_machine
 from django.conf import settings
 from django.test import Client, override_settings
 
-from buddy.accounts.selectors import service_token_authenticate_cached, service_token_cache
+from buddy.accounts.selectors import service_token_authenticate_cached
 from buddy.accounts.services import service_token_create, service_token_revoke
 from buddy.core import redis as core_redis
 from deployments import services as deployment_services
@@ -28,33 +27,11 @@ from keys.lookup.selectors import key_lookup
 from keys.models import ApiKey
 from tests.harness.wait import wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fresh_lookup_state"),
+]
 O = LookupOutcome
-
-
-@pytest.fixture(autouse=True)
-def _fresh_process_state() -> Iterator[None]:
-    service_token_cache.clear()
-    lookup_cache.breaker.reset()
-    usage.recorder.take()
-    yield
-    service_token_cache.clear()
-    lookup_cache.breaker.reset()
-    usage.recorder.take()
-
-
-@pytest.fixture
-def argon2_calls(monkeypatch) -> list[int]:
-    """Counts argon2 verifications (the only place a lookup can run one)."""
-    calls: list[int] = []
-    real = hashing.verify_key
-
-    def counting(stored_hash: str, plaintext: str) -> bool:
-        calls.append(1)
-        return real(stored_hash, plaintext)
-
-    monkeypatch.setattr(hashing, "verify_key", counting)
-    return calls
 
 
 def lookup(plaintext: str, model: object = None):
