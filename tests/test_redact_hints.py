@@ -20,7 +20,10 @@ def redact_by_every_pattern(text: str) -> str:
 
 # Letters `re.IGNORECASE` takes for those of the hinted words, awkward Unicode included (dotted
 # and dotless i, the Kelvin sign, the long s), and what surrounds a credential.
-ALPHABET = "BbEeAaRrSsIiCcTtOoKkNn\u0130\u0131\u212a\u017f \t\n:=._-/+~ob_sk_svc0123456789xyzXYZ"
+ALPHABET = (
+    "BbEeAaRrSsIiCcTtOoKkNnPpWwDdYyUuHhZz\u0130\u0131\u212a\u017f \t\n:=._-/+~\"'&\\"
+    "ob_sk_svc_con0123456789xyzXYZ"
+)
 
 
 def test_every_case_insensitive_pattern_has_hint_words():
@@ -39,6 +42,8 @@ def test_awkward_spellings_are_redacted_exactly_as_before():
         "token expired",
         "bearer\nxyz Bearer Bearer q",
         "ob_sk_abcdefghijklmnop ob_svc_abcdefghijkl Token 12345678",
+        '{"api_key": "abc", "PASSWORD": "x"} authorization=xyz&s\u017fcret=1',
+        "api\u212aey=zzz pa\u017f\u017fwd=yy",
     ):
         assert redact(text) == redact_by_every_pattern(text), text
     assert "abcdefghijk" not in redact("To\u212aen abcdefghijk")

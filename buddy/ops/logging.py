@@ -29,18 +29,24 @@ _START = r"(?:(?<=\\[nrt])|(?<![A-Za-z0-9_\-]))"
 # (`*_token`, `*_secret`, `*password`, `api_key`, `authorization`...; `max_tokens` is not one).
 _SECRET_NAME = r"[A-Za-z0-9_\-]*(?:token|secret|password|passwd|api_?key|authorization)"  # noqa: S105 - a pattern of names, not a secret
 
-# (pattern, replacement): any credential after an auth scheme (a knox console token, a key or a
-# service token in a header; after "token", 8+ characters, so prose like "token expired" stays),
-# secret-named fields of query strings, JSON and reprs, then API keys, service tokens and console
-# tokens wherever they appear, their `_` written plainly or escaped.
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+# (pattern, replacement, hint words): any credential after an auth scheme (a knox console token,
+# a key or a service token in a header; after "token", 8+ characters, so prose like "token
+# expired" stays), secret-named fields of query strings, JSON and reprs, then API keys, service
+# tokens and console tokens wherever they appear, their `_` written plainly or escaped.
+# Words without which a case-insensitive pattern cannot match: a text in which none of them occurs
+# skips that pattern's scan (these scans cost ~10x the others; every log line, each access line
+# included, pays them twice). None: always scanned.
+_SECRET_NAME_HINTS = ("token", "secret", "passw", "key", "authorization")
+_RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...] | None], ...] = (
     (
         re.compile(_START + r"(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=%\\\-]+", re.IGNORECASE),
         rf"\1\2{REDACTED}",
+        ("bearer", "basic"),
     ),
     (
         re.compile(_START + r"(Token)(\s+)[A-Za-z0-9._~+/=%\\\-]{8,}", re.IGNORECASE),
         rf"\1\2{REDACTED}",
+        ("token",),
     ),
     # "token": "...", 'secret': '...', \"password\": \"...\" (JSON inside a JSON string).
     (
@@ -49,6 +55,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
             re.IGNORECASE,
         ),
         rf"\1\2{REDACTED}\2",
+        _SECRET_NAME_HINTS,
     ),
     # token=..., ?api_key=...&, password=... up to the next separator.
     (
@@ -56,22 +63,23 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
             _START + "(" + _SECRET_NAME + r")(\s*=\s*)(?![\s&,;])[^\s&,;\"'<>)\]}]+", re.IGNORECASE
         ),
         rf"\1\2{REDACTED}",
+        _SECRET_NAME_HINTS,
     ),
     # `_` included: two keys run together must not leave the second one's body behind.
-    (re.compile(rf"ob{_UNDERSCORE}sk{_UNDERSCORE}[0-9A-Za-z_]{{10,}}"), f"ob_sk_{REDACTED}"),
-    (re.compile(rf"ob{_UNDERSCORE}svc{_UNDERSCORE}[0-9A-Za-z_\-]{{10,}}"), f"ob_svc_{REDACTED}"),
-    (re.compile(rf"ob{_UNDERSCORE}con{_UNDERSCORE}[0-9A-Za-z_\-]{{10,}}"), f"ob_con_{REDACTED}"),
+    (re.compile(rf"ob{_UNDERSCORE}sk{_UNDERSCORE}[0-9A-Za-z_]{{10,}}"), f"ob_sk_{REDACTED}", None),
+    (
+        re.compile(rf"ob{_UNDERSCORE}svc{_UNDERSCORE}[0-9A-Za-z_\-]{{10,}}"),
+        f"ob_svc_{REDACTED}",
+        None,
+    ),
+    (
+        re.compile(rf"ob{_UNDERSCORE}con{_UNDERSCORE}[0-9A-Za-z_\-]{{10,}}"),
+        f"ob_con_{REDACTED}",
+        None,
+    ),
 )
-
-
-# Words without which a case-insensitive pattern cannot match, by the pattern's text: a text in
-# which none of them occurs skips that pattern's scan (these scans cost ~10x the others; every
-# log line, each access line included, pays them twice). A pattern changed or added without an
-# entry here is always scanned.
-_HINTS: dict[str, tuple[str, ...]] = {
-    r"\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=\-]+": ("bearer", "basic"),
-    r"\b(Token)(\s+)[A-Za-z0-9._~+/=\-]{8,}": ("token",),
-}
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple((p, r) for p, r, _ in _RULES)
+_HINTS: dict[str, tuple[str, ...]] = {p.pattern: h for p, _, h in _RULES if h}
 
 
 def _hint_text(text: str) -> str:
