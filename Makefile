@@ -60,10 +60,13 @@ lint: install
 	DEBUG=true DATABASE_URL=sqlite:///:memory: $(BIN)/mypy
 
 # The proxy lookup benchmark (not a test): gunicorn on PostgreSQL `buddy_bench` and Redis db 12,
-# load from wrk (Debian's package, installed when missing). See bench/lookup.py.
+# load from wrk (Debian's package, installed when missing), beside the plain-view sketch and
+# drf-api-key (bench/lookup.py); then the window from a revoke's or a stop's commit to the first
+# refusal seen by lookups in other processes (bench/revoke_window.py).
 bench: install services
 	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python bench/lookup.py
+	PG_URL=$(PG_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python bench/revoke_window.py
 
 # After changing a dependency in pyproject.toml: the one command that regenerates both lock files
 # (newest versions allowed by pyproject.toml; commit them with the change).
