@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from buddy.http.dual_mode import DualModeMiddleware
 
 HEADER = "X-Request-ID"
+_META_NAME = "HTTP_X_REQUEST_ID"
 # Letters, digits and a few separators, at most 128 characters: anything else (a header
 # stuffed with newlines, JSON or a megabyte of text) is replaced, never logged.
 _WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}", re.ASCII)
@@ -164,7 +165,9 @@ class RequestIdMiddleware(DualModeMiddleware):
 
     @staticmethod
     def _begin(request: HttpRequest) -> tuple[str, Token[str], float]:
-        request_id = request_id_from(request.headers.get(HEADER))
+        # META, not `request.headers`: that builds a dict of every header (the proxy's lookup
+        # paid ~10 us for it per request).
+        request_id = request_id_from(request.META.get(_META_NAME))
         request.request_id = request_id  # type: ignore[attr-defined]
         return request_id, _current.set(request_id), time.perf_counter()
 
