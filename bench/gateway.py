@@ -249,7 +249,9 @@ def start_litellm(port: int, mock_url: str, work: Path) -> subprocess.Popen:
         [LITELLM, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
          "--num_workers", "1"],
         cwd=work,
-        env={**os.environ, "LITELLM_LOG": "ERROR"},
+        # Not buddy's environment: with a DATABASE_URL, LiteLLM would want its own database.
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+             "LITELLM_LOG": "ERROR"},
         stdout=log,
         stderr=log,
     )  # fmt: skip
