@@ -13,14 +13,17 @@ Three servers, each one uvicorn process (one worker) with uvloop and httptools w
 It prints, for `POST /v1/chat/completions` with a cached key: throughput under wrk (-c16,
 `BENCH_PAIRS` interleaved rounds, medians), the added latency p50 of sequential requests (one
 connection; the mock's own p50 subtracted), and the server's CPU per chunk of a
-`BENCH_STREAM_CHUNKS`-chunk stream. LiteLLM's proxy is not part of the run (see issue 11's
-note).
+`BENCH_STREAM_CHUNKS`-chunk stream. With `BENCH_LITELLM` (the `litellm` command of a separate
+virtualenv with `litellm[proxy]`, e.g. `python -m venv /tmp/litellm && /tmp/litellm/bin/pip install
+'litellm[proxy]'`), LiteLLM's proxy is measured beside them: one worker, a master key, no
+database, the same mock as its model (throughput and added latency).
 
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/buddy_gw_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION (5 s per wrk run), BENCH_PAIRS (3),
 BENCH_CONNECTIONS (16), BENCH_SEQUENTIAL (1000 requests, in 10 interleaved rounds),
-BENCH_STREAMS (100), BENCH_STREAM_CHUNKS (200), BENCH_BUDDY_LOG_LEVEL (INFO), BENCH_PROFILE (a file
-for a py-spy profile of buddy under load), BENCH_PORT_RANGE ("19000-19199"; default any free port).
+BENCH_STREAMS (100), BENCH_STREAM_CHUNKS (200), BENCH_BUDDY_LOG_LEVEL (INFO), BENCH_LITELLM,
+BENCH_PROFILE (a file for a py-spy profile of buddy under load), BENCH_PORT_RANGE ("19000-19199";
+default any free port).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ STREAMS = int(os.environ.get("BENCH_STREAMS", "100"))
 STREAM_CHUNKS = int(os.environ.get("BENCH_STREAM_CHUNKS", "200"))
 # A file to write a py-spy profile of buddy under load to (collapsed stacks), if given.
 PROFILE = os.environ.get("BENCH_PROFILE", "")
+# LiteLLM's `litellm` command (its own virtualenv), to measure its proxy beside buddy; optional.
+LITELLM = os.environ.get("BENCH_LITELLM", "")
+LITELLM_KEY = "sk-bench-master-key"
 MODEL = "gemma4:26b"
 PEPPER = b"bench-sketch-pepper"
 LOGS = Path(tempfile.mkdtemp(prefix="bench-gateway-logs-"))
@@ -217,6 +223,50 @@ def start_uvicorn(app: str, port: int, env: dict[str, str], cwd: Path) -> subpro
         time.sleep(0.1)
 
 
+def start_litellm(port: int, mock_url: str, work: Path) -> subprocess.Popen:
+    """LiteLLM's proxy, one worker, master key, no database, the mock as `MODEL`."""
+    config = work / "litellm.yaml"
+    config.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "model_list": [
+                    {
+                        "model_name": MODEL,
+                        "litellm_params": {
+                            "model": f"openai/{MODEL}",
+                            "api_base": f"{mock_url}/v1",
+                            "api_key": "unused",
+                        },
+                    }
+                ],
+                "general_settings": {"master_key": LITELLM_KEY},
+                "litellm_settings": {"set_verbose": False},
+            }
+        )
+    )
+    log = open(LOGS / "litellm.log", "ab")  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(
+        [LITELLM, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+         "--num_workers", "1"],
+        cwd=work,
+        # Not buddy's environment: with a DATABASE_URL, LiteLLM would want its own database.
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+             "LITELLM_LOG": "ERROR"},
+        stdout=log,
+        stderr=log,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            post(port, LITELLM_KEY, CHAT)
+            return proc
+        except (OSError, SystemExit, http.client.HTTPException):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"litellm did not start: {log.name}")
+        time.sleep(0.5)
+
+
 def ensure_database() -> None:
     import psycopg
 
@@ -371,17 +421,22 @@ def main() -> None:
         buddy_port = _free_port()
         procs["buddy"] = start_uvicorn("buddy.asgi:application", buddy_port, SERVER_ENV, ROOT)
         ports = {"mock": mock_port, "sketch": sketch_port, "buddy": buddy_port}
-        for name in ("sketch", "buddy"):  # the key's lookup is cached from here on
-            answer = json.loads(post(ports[name], key, CHAT))
+        keys = dict.fromkeys(ports, key)
+        if LITELLM:
+            ports["litellm"] = _free_port()
+            procs["litellm"] = start_litellm(ports["litellm"], mock_url, work)
+            keys["litellm"] = LITELLM_KEY
+        for name in ("sketch", "buddy", *(["litellm"] if LITELLM else [])):
+            answer = json.loads(post(ports[name], keys[name], CHAT))  # cached from here on
             assert answer["choices"][0]["message"]["content"] == "hi there", answer
 
-        env = {"BENCH_KEY": key, "BENCH_BODY": CHAT}
+        env = {"BENCH_BODY": CHAT}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
         print(f"bench: {PAIRS} interleaved rounds of wrk -t2 -c{CONNECTIONS} -d{DURATION}s")
         for _ in range(PAIRS):
             for name, port in ports.items():
                 cpu_before = cpu_seconds(procs[name].pid)
-                run = run_wrk(port, str(script), env)
+                run = run_wrk(port, str(script), {**env, "BENCH_KEY": keys[name]})
                 # CPU the server spent per request: unlike req/s, hardly moved by whatever else
                 # the machine is running at the same time.
                 run["cpu_us"] = (cpu_seconds(procs[name].pid) - cpu_before) / run["requests"] * 1e6
@@ -392,13 +447,13 @@ def main() -> None:
                  "-f", "raw", "-o", PROFILE, "-r", "250"],
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
-            run_wrk(buddy_port, str(script), env)
+            run_wrk(buddy_port, str(script), {**env, "BENCH_KEY": key})
             spy.wait(60)
         # Sequential requests, interleaved in rounds so that all three see the same machine.
         timings: dict[str, list[float]] = {name: [] for name in ports}
         for _ in range(LATENCY_ROUNDS):
             for name, port in ports.items():
-                timings[name] += sequential_timings(port, key, SEQUENTIAL // LATENCY_ROUNDS)
+                timings[name] += sequential_timings(port, keys[name], SEQUENTIAL // LATENCY_ROUNDS)
         latency = {name: statistics.median(timings[name]) for name in ports}
         stream_cpu = {
             name: stream_cpu_per_chunk_us(procs[name], ports[name], key)
@@ -418,7 +473,7 @@ def main() -> None:
 
     rps = {name: statistics.median(run["rps"] for run in runs[name]) for name in runs}
     bad = {name: sum(run["non2xx"] for run in runs[name]) for name in runs}
-    added = {name: latency[name] - latency["mock"] for name in ("sketch", "buddy")}
+    added = {name: latency[name] - latency["mock"] for name in ports if name != "mock"}
     print()
     print(f"== gateway benchmark ({os.cpu_count()} cores, one uvicorn worker each "
           f"{' '.join(_uvicorn_extras())}, load {os.getloadavg()[0]:.1f}) ==")  # fmt: skip
@@ -427,6 +482,7 @@ def main() -> None:
         "mock": "mock model server, direct",
         "sketch": "raw-ASGI sketch (aiohttp, 1 GET)",
         "buddy": "buddy's gateway",
+        "litellm": "LiteLLM proxy (1 worker, no DB)",
     }
     for name in ports:
         extra_ms = f"{added[name]:9.2f}" if name in added else f"{'-':>9}"
@@ -456,6 +512,12 @@ def main() -> None:
         f" sketch {stream_cpu['sketch']:.1f} us -> ratio "
         f"{stream_cpu['buddy'] / max(stream_cpu['sketch'], 1e-3):.2f}  (target <= 1.5)"
     )
+    if "litellm" in rps:
+        print(
+            f"throughput buddy / LiteLLM: {rps['buddy'] / rps['litellm']:.2f}  (target >= 5); "
+            f"server CPU per request: LiteLLM {cpu['litellm']:.0f} us -> capacity ratio "
+            f"{cpu['litellm'] / cpu['buddy']:.2f}; added latency p50 {added['litellm']:.2f} ms"
+        )
     print(f"(whole run {time.monotonic() - started:.0f} s)")
 
 

@@ -305,3 +305,27 @@ def test_lookup_is_in_the_openapi_schema(db):
     else:
         schema = response.json()
     assert "/internal/v1/auth/lookup" in schema["paths"]
+
+
+def test_the_host_is_judged_on_every_lookup_even_once_accepted(call, live_key):
+    """The shortcut remembers the Host values it accepted: another is still refused, and a
+    change of ALLOWED_HOSTS forgets them."""
+    _key, plaintext = live_key
+    body = {"authorization": f"Bearer {plaintext}"}
+    client = Client()
+    with override_settings(ALLOWED_HOSTS=["buddy.example"]):
+        ok = call(body)
+        assert ok.status_code == 400  # the test client's "testserver" is not allowed here
+        accepted = client.post(
+            URL, data=json.dumps(body), content_type="application/json", HTTP_HOST="buddy.example"
+        )
+        assert accepted.status_code == 403  # past the host check: refused for its missing token
+        refused = client.post(
+            URL, data=json.dumps(body), content_type="application/json", HTTP_HOST="evil.example"
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_request"
+    with override_settings(ALLOWED_HOSTS=["other.example"]):
+        forgotten = client.post(
+            URL, data=json.dumps(body), content_type="application/json", HTTP_HOST="buddy.example"
+        )
+        assert forgotten.status_code == 400
