@@ -49,6 +49,7 @@ from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 
 from buddy.core import errors
+from buddy.core.conf import per_settings
 from buddy.core.errors import DomainError, ErrorEntry
 from buddy.http.errors import error_body, error_json
 from buddy.http.request_id import HEADER, bind_request_id, log_access, unbind_request_id
@@ -87,7 +88,7 @@ def client_address(scope: Scope, headers: dict[bytes, bytes]) -> str | None:
     proxy in front, the peer's address; behind N proxies, the N-th address from the right of
     `X-Forwarded-For` (what the nearest proxy we trust was told).
     """
-    num_proxies = settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0
+    num_proxies = _conf().num_proxies
     forwarded = headers.get(b"x-forwarded-for")
     if num_proxies and forwarded:
         addresses = [a.strip() for a in forwarded.decode("latin-1").split(",")]
@@ -96,31 +97,41 @@ def client_address(scope: Scope, headers: dict[bytes, bytes]) -> str | None:
     return client[0] if client else None
 
 
-class _Hosts:
-    """`ALLOWED_HOSTS`, as Django's `request.get_host()` enforces it, remembered per Host value."""
+class _Conf:
+    """What the gateway reads of the settings on every request, read once per process (and again
+    after `setting_changed`: `buddy.core.conf.per_settings`)."""
 
     def __init__(self) -> None:
-        self.known: dict[bytes, bool] = {}
+        self.num_proxies: int = settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0
+        self.use_x_forwarded_host: bool = settings.USE_X_FORWARDED_HOST
+        self.max_body: int = settings.BUDDY_GATEWAY_MAX_BODY_BYTES
+        allowed_hosts = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not allowed_hosts:
+            allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+        self.allowed_hosts: list[str] = list(allowed_hosts)
+        self.static_headers = _security_headers()
+        # `ALLOWED_HOSTS`, as Django's `request.get_host()` enforces it, judged once per Host
+        # value (bounded); forgotten with the rest when a setting changes.
+        self.hosts: dict[bytes, bool] = {}
 
-    def allowed(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    def host_allowed(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
         host = headers.get(b"host", b"")
-        if settings.USE_X_FORWARDED_HOST and b"x-forwarded-host" in headers:
+        if self.use_x_forwarded_host and b"x-forwarded-host" in headers:
             host = headers[b"x-forwarded-host"]
         if not host and scope.get("server"):  # no Host header: the server's name, as Django does
             host = str(scope["server"][0]).encode()
-        found = self.known.get(host)
+        found = self.hosts.get(host)
         if found is None:
-            allowed_hosts = settings.ALLOWED_HOSTS
-            if settings.DEBUG and not allowed_hosts:
-                allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
             domain, _port = split_domain_port(host.decode("latin-1"))
-            found = bool(domain) and validate_host(domain, allowed_hosts)
-            if len(self.known) < 256:
-                self.known[host] = found
+            found = bool(domain) and validate_host(domain, self.allowed_hosts)
+            if len(self.hosts) < 256:
+                self.hosts[host] = found
         return found
 
 
-_hosts = _Hosts()
+@per_settings
+def _conf() -> _Conf:
+    return _Conf()
 
 
 def _security_headers() -> list[tuple[bytes, bytes]]:
@@ -156,7 +167,7 @@ class Exchange:
         headers = [
             (b"content-type", content_type),
             (_REQUEST_ID_HEADER, self.request_id.encode()),
-            *_static_headers(),
+            *_conf().static_headers,
             *((name.encode(), value.encode("latin-1")) for name, value in extra.items()),
         ]
         if length >= 0:
@@ -209,16 +220,6 @@ class Exchange:
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
-
-
-_static: list[tuple[bytes, bytes]] | None = None
-
-
-def _static_headers() -> list[tuple[bytes, bytes]]:
-    global _static
-    if _static is None:
-        _static = _security_headers()
-    return _static
 
 
 async def lookup(ex: Exchange, *, model: object = None) -> LookupResult:
@@ -332,7 +333,7 @@ async def chat_completions(ex: Exchange) -> None:
         await refuse(ex, result)
         return
     snapshot = result.snapshot
-    raw = await ex.read_body(settings.BUDDY_GATEWAY_MAX_BODY_BYTES)
+    raw = await ex.read_body(_conf().max_body)
     if raw is None:
         record_lookup(result.outcome.code, time.perf_counter() - started)
         await ex.error(errors.REQUEST_TOO_LARGE, message="The request body is too large.")
@@ -417,7 +418,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
     ex.request_id, token = bind_request_id(ex.header(_REQUEST_ID_HEADER))
     try:
         handler = _ROUTES.get(scope["path"])
-        if not _hosts.allowed(scope, ex.headers):
+        if not _conf().host_allowed(scope, ex.headers):
             await ex.error(errors.BAD_REQUEST, message="Invalid Host header.")
         elif handler is None:
             await ex.error(errors.NOT_FOUND)

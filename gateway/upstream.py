@@ -21,6 +21,7 @@ import aiohttp
 from django.conf import settings
 
 from buddy.core import errors
+from buddy.core.conf import per_settings
 from buddy.core.errors import DomainError, ErrorEntry
 
 # How much of an upstream's error body is read to find its message.
@@ -77,6 +78,7 @@ async def close_session() -> None:
         await session.close()
 
 
+@per_settings
 def _timeout() -> aiohttp.ClientTimeout:
     return _timeout_of(
         settings.BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
@@ -92,6 +94,7 @@ def _timeout_of(connect: float, read: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
+@per_settings
 def _headers() -> dict[str, str]:
     return _headers_of(settings.BUDDY_UPSTREAM_API_KEY)
 

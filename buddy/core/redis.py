@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 
 from buddy.core import embedded
+from buddy.core.conf import per_settings
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def cache_client() -> redis.Redis:
     return _cache_client_at(url)
 
 
+@per_settings
 def cache_url() -> str:
     """The URL of the lookup cache's Redis: `BUDDY_CACHE_REDIS_URL`, else `REDIS_URL`."""
     return settings.BUDDY_CACHE_REDIS_URL or settings.REDIS_URL

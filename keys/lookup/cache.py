@@ -22,6 +22,7 @@ import redis.exceptions
 from django.conf import settings
 from redis.commands.core import Script
 
+from buddy.core.conf import per_settings
 from buddy.core.redis import Breaker, cache_client, cache_url, getpid
 
 logger = logging.getLogger(__name__)
@@ -282,6 +283,7 @@ async def aclose() -> None:
     await _async_clients.close()
 
 
+@per_settings
 def async_read_available() -> bool:
     """Whether `aread` can talk to Redis from the event loop (not in the embedded default)."""
     return not settings.EMBEDDED

@@ -8,7 +8,6 @@ that has ended is refused even before the expiry sweep has terminated it).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import uuid
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from buddy.core.conf import per_settings
 from buddy.core.credentials import bearer_token
 from keys import hashing, tokens
 from keys.lookup import cache, limits, usage
@@ -49,13 +49,9 @@ def key_cache_hmac(plaintext: str) -> str:
     return hmac.new(_pepper(), plaintext.encode(), hashlib.sha256).hexdigest()
 
 
-@functools.cache
-def _pepper_of(value: str) -> bytes:
-    return value.encode()
-
-
+@per_settings
 def _pepper() -> bytes:
-    return _pepper_of(settings.BUDDY_LOOKUP_CACHE_PEPPER)
+    return str(settings.BUDDY_LOOKUP_CACHE_PEPPER).encode()
 
 
 def _snapshot_of_entry(public_id: str, entry: cache.Entry) -> KeySnapshot:
