@@ -26,6 +26,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from buddy.core import errors
+from buddy.core.conf import per_settings
 from buddy.http.dual_mode import DualModeMiddleware
 from buddy.http.errors import error_json, error_response
 
@@ -40,9 +41,14 @@ Send = Callable[[Message], Awaitable[None]]
 
 def max_body_bytes(path: str) -> int:
     """The largest body accepted on `path`."""
-    if path.startswith(GATEWAY_PREFIXES):
-        return int(settings.BUDDY_GATEWAY_MAX_BODY_BYTES)
-    return int(settings.BUDDY_MAX_BODY_BYTES)
+    gateway, other = _limits()
+    return gateway if path.startswith(GATEWAY_PREFIXES) else other
+
+
+@per_settings
+def _limits() -> tuple[int, int]:
+    """The two limits, read once per process (every request asks)."""
+    return int(settings.BUDDY_GATEWAY_MAX_BODY_BYTES), int(settings.BUDDY_MAX_BODY_BYTES)
 
 
 def _message(limit: int) -> str:
