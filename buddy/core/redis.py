@@ -37,10 +37,16 @@ def cache_client() -> redis.Redis:
     """The lookup cache's Redis (`BUDDY_CACHE_REDIS_URL`, else the one of `client`): a server
     that may run without persistence, since everything in it can be rebuilt from PostgreSQL
     (`keys.lookup`'s docstring says why it had better not be restored)."""
+    url = _separate_cache_url()
+    return client() if url is None else _cache_client_at(url)
+
+
+@per_settings
+def _separate_cache_url() -> str | None:
+    """`cache_url()` when it is not the server of `client()`, else None (read once: every lookup
+    asks)."""
     url = cache_url()
-    if settings.EMBEDDED or url == settings.REDIS_URL:
-        return client()
-    return _cache_client_at(url)
+    return None if settings.EMBEDDED or url == settings.REDIS_URL else url
 
 
 @per_settings
