@@ -164,7 +164,16 @@ class RedactSecretsFilter(logging.Filter):
 _TRACEBACK_FORMATTER = logging.Formatter()
 
 
-class JsonFormatter(_BaseJsonFormatter):
+class _RedactedFormatter(logging.Formatter):
+    """What both formats share: the record's request id, and the finished line redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id_of(record)
+        return redact(super().format(record))
+
+
+class JsonFormatter(_RedactedFormatter, _BaseJsonFormatter):
     """One JSON object per line: time, level, logger, message, request_id and any `extra`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -178,11 +187,6 @@ class JsonFormatter(_BaseJsonFormatter):
         # (its repr carries the query string), the request id and path already say which.
         kwargs.setdefault("reserved_attrs", [*RESERVED_ATTRS, "request"])
         super().__init__(*args, **kwargs)
-
-    def format(self, record: logging.LogRecord) -> str:
-        if not hasattr(record, "request_id"):
-            record.request_id = _request_id_of(record)
-        return redact(super().format(record))
 
     def access_line(
         self,
@@ -211,7 +215,7 @@ class JsonFormatter(_BaseJsonFormatter):
         )
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_RedactedFormatter):
     """Human-readable lines for development, redacted like the JSON ones."""
 
     def __init__(self, fmt: str | None = None, *args: Any, **kwargs: Any) -> None:
@@ -220,11 +224,6 @@ class TextFormatter(logging.Formatter):
         super().__init__(fmt, *args, **kwargs)
         self._second = -1
         self._second_text = ""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if not hasattr(record, "request_id"):
-            record.request_id = _request_id_of(record)
-        return redact(super().format(record))
 
     def access_line(
         self,
