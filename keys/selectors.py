@@ -24,7 +24,7 @@ def key_list_for_owner(
     return keys.order_by("-created_at", "-pk")
 
 
-def key_count_active(*, deployment_id: object, now: datetime | None = None) -> int:
+def key_count_active(*, deployment_id: uuid.UUID, now: datetime | None = None) -> int:
     """The deployment's active keys (not revoked, not expired): what its cap counts. Served by
     the partial index `apikey_unrevoked_deploy_idx` (deployment, expires_at) WHERE not revoked."""
     return ApiKey.objects.filter(

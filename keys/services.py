@@ -294,9 +294,9 @@ def key_update(
     key_id: object,
     actor: str,
     name: str | _Unchanged = UNCHANGED,
-    expires_at: datetime | None | _Unchanged = UNCHANGED,
-    rate_limit_rpm: int | None | _Unchanged = UNCHANGED,
-    rate_limit_tpm: int | None | _Unchanged = UNCHANGED,
+    expires_at: datetime | _Unchanged | None = UNCHANGED,
+    rate_limit_rpm: int | _Unchanged | None = UNCHANGED,
+    rate_limit_tpm: int | _Unchanged | None = UNCHANGED,
 ) -> ApiKey:
     """Change a key's name, expiry or limits (None clears the expiry or a limit); what is not
     passed stays. A revoked key answers `key_revoked`, an expired one `key_expired`.

@@ -95,9 +95,7 @@ class AuthLookupApi(APIView):
                 },
             ),
             400: OpenApiResponse(description="invalid_json, missing_api_key, model_mismatch"),
-            401: OpenApiResponse(
-                description="invalid_api_key, revoked_api_key, expired_api_key"
-            ),
+            401: OpenApiResponse(description="invalid_api_key, revoked_api_key, expired_api_key"),
             403: OpenApiResponse(description="service_auth_failed"),
             404: OpenApiResponse(description="deployment_not_found"),
             409: OpenApiResponse(

@@ -187,7 +187,9 @@ return 1
 """
 
 # The generation an entry is filled under and checked against: the deployment's and the key's.
-_GENERATION = """(redis.call('GET', KEYS[4]) or '0') .. '.' .. (redis.call('GET', KEYS[5]) or '0')"""
+_GENERATION = (
+    """(redis.call('GET', KEYS[4]) or '0') .. '.' .. (redis.call('GET', KEYS[5]) or '0')"""
+)
 
 # The guarded fill: only in the epoch and under the generation read before the database read, and
 # a live entry only while neither tombstone exists.

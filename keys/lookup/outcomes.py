@@ -10,8 +10,8 @@ from typing import Any
 from buddy.core import errors
 from buddy.core.errors import ErrorEntry
 from buddy.http.errors import error_body
-from keys.lookup.cache import RateState
 from deployments.models import PACK_EXPIRED_STATUS, STATUS_SPEC, TERMINAL_STATUSES
+from keys.lookup.cache import RateState
 
 
 class LookupOutcome(enum.Enum):

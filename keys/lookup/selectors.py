@@ -209,9 +209,7 @@ def key_lookup(
     cached = cache.read(presented.public_id, presented.key_hmac, count=count)
     answer = answer_from_cache(presented, cached, model=model, count=count)
     if answer is None:
-        answer = lookup_uncached(
-            presented, cached, model=model, client_ip=client_ip, count=count
-        )
+        answer = lookup_uncached(presented, cached, model=model, client_ip=client_ip, count=count)
     ratelimit.settle(answer)
     return answer
 
