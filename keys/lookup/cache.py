@@ -150,7 +150,11 @@ end
 # the epoch is next, then the generation, the key's HMAC and its limits: `Entry.encode`). An entry
 # of another epoch is answered as no entry. A fresh entry (guards clear, same generation) of a
 # key with limits whose HMAC is the presented key's is counted here too (`_LIMIT`); a key without
-# limits pays nothing for them.
+# limits pays nothing for them. Only the holder of the key itself is counted (its HMAC is the
+# entry's): someone who knows a public id (it is no secret) cannot spend its owner's limit. The
+# comparison is Lua's `==`, which for Lua's interned strings is an identity check, not a
+# byte-by-byte scan, and both sides are HMACs under the server's pepper; the answer itself is
+# still decided by `hmac.compare_digest` in Python.
 # KEYS = [entry, key tombstone, key generation, RPM window, TPM window],
 # ARGV = [prefix, presented HMAC, count ('1'|'0'), nonce].
 _READ = f"""{_LIMIT}
@@ -166,7 +170,7 @@ local g = (redis.call('GET', ARGV[1] .. 'gen:d:' .. dep) or '0') .. '.' ..
   (redis.call('GET', KEYS[3]) or '0')
 local rl = false
 if (rpm ~= '' or tpm ~= '') and ARGV[3] == '1' and kt == 0 and dt == 0 and g == gen
-  and redis.sha1hex(h) == redis.sha1hex(ARGV[2]) then
+  and h == ARGV[2] then
   rl = limit(KEYS[4], KEYS[5], rpm, tpm, '1', ARGV[4])
 end
 return {{e, kt, dt, g, rl}}
