@@ -469,7 +469,9 @@ async def models(ex: Exchange) -> None:
     created = await _created_at(result.snapshot.deployment_id)
     served = {"id": result.snapshot.model, "object": "model", "created": created}
     listing = {"object": "list", "data": [{**served, "owned_by": "buddy"}]}
-    await ex.answer(200, json.dumps(listing).encode())
+    await ex.answer(
+        200, json.dumps(listing).encode(), ratelimit.headers(result.snapshot, result.rate)
+    )
 
 
 _ROUTES = {CHAT_PATH: chat_completions, MODELS_PATH: models}

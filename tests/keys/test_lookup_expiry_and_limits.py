@@ -168,7 +168,7 @@ def test_a_stale_entry_filled_just_before_a_patch_is_not_served_after_it(monkeyp
 def test_a_roll_with_grace_zero_stops_the_old_key_at_once_even_when_cached(call, live_key):
     key, plaintext = live_key
     assert call(plaintext).status_code == 200
-    new, new_plaintext = services.key_roll(key_id=key.pk, actor="t", grace_seconds=0)
+    _new, new_plaintext = services.key_roll(key_id=key.pk, actor="t", grace_seconds=0)
     assert code_of(call(plaintext)) == "expired_api_key"
     assert call(new_plaintext).status_code == 200
 
