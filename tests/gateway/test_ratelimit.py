@@ -15,7 +15,7 @@ import pytest
 
 from buddy.accounts.services import service_token_create
 from gateway.asgi import StreamTokens, usage_tokens
-from keys.services import key_update
+from keys.services import key_roll, key_update
 from tests.harness.processes import buddy_server
 from tests.harness.wait import wait_until
 
@@ -100,6 +100,37 @@ def test_the_tokens_of_each_completion_count_against_the_tpm_limit(buddy_url, up
         return code_of(post(buddy_url, CHAT, deployed.secret)) == "rate_limit_exceeded"
 
     wait_until(refused, timeout=10, what="14 tokens of 10 to refuse the next request")
+
+
+def test_a_patch_applies_to_the_next_request_through_a_warm_gateway(buddy_url, upstream, deploy):
+    deployed = deploy(f"{upstream.url}/ok")
+    assert [post(buddy_url, CHAT, deployed.secret).status_code for _ in range(3)] == [200] * 3
+    key_update(key_id=deployed.default_key_id, actor="t", rate_limit_rpm=1)
+    assert post(buddy_url, CHAT, deployed.secret).status_code == 200
+    assert code_of(post(buddy_url, CHAT, deployed.secret)) == "rate_limit_exceeded"
+
+
+def test_a_roll_stops_the_old_key_at_the_gateway_when_its_grace_has_passed(
+    buddy_url, upstream, deploy
+):
+    deployed = deploy(f"{upstream.url}/ok")
+    assert post(buddy_url, CHAT, deployed.secret).status_code == 200  # warm
+    started = time.monotonic()
+    _new, new_secret = key_roll(key_id=deployed.default_key_id, actor="t", grace_seconds=3)
+    assert post(buddy_url, CHAT, new_secret).status_code == 200
+    if time.monotonic() - started < 2.5:  # still well inside the grace on a loaded machine
+        assert post(buddy_url, CHAT, deployed.secret).status_code == 200
+    wait_until(
+        lambda: code_of(post(buddy_url, CHAT, deployed.secret)) == "expired_api_key",
+        timeout=20,
+        interval=0.2,
+        what="the old key to expire when its grace has passed",
+    )
+    assert time.monotonic() - started >= 2.9
+    assert post(buddy_url, CHAT, new_secret).status_code == 200
+    _newer, newer_secret = key_roll(key_id=_new.pk, actor="t", grace_seconds=0)
+    assert code_of(post(buddy_url, CHAT, new_secret)) == "expired_api_key"  # grace 0: at once
+    assert post(buddy_url, CHAT, newer_secret).status_code == 200
 
 
 def test_the_usage_a_stream_shows_is_read_from_its_events():
