@@ -17,8 +17,9 @@ What is stored (all under `buddy:lookup:`, in the cache's Redis: `BUDDY_CACHE_RE
 `REDIS_URL`):
 
 - `e:<public id>` — the *entry*: what a lookup of that key needs (deployment, model, endpoint,
-  status, `pack_ends_at`, revoked, and of the key its `expires_at` and limits) plus an HMAC-SHA256 of the full key under a server-side pepper
-  (`BUDDY_LOOKUP_CACHE_PEPPER`), the deployment *generation* it was filled under and the *epoch*
+  status, `pack_ends_at`, revoked, and of the key its `expires_at` and limits) plus an
+  HMAC-SHA256 of the full key under a server-side pepper (`BUDDY_LOOKUP_CACHE_PEPPER`), the
+  *generation* it was filled under and the *epoch*
   (below). It is written only after a successful argon2 verification, so a presented key whose
   HMAC matches it (compared with `hmac.compare_digest`) is the verified key: no argon2 and no SQL
   on a hit. It lives `BUDDY_LOOKUP_CACHE_TTL_SECONDS` (default 300 s). Layout:
