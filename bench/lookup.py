@@ -6,6 +6,9 @@ deployments, and drives load with wrk from a separate process. It prints:
 
 - requests/s and p50/p99 latency of cached lookups and of `/healthz` on the same server, and the
   ratio of their throughputs;
+- the same cached lookups of keys that have limits (`rate_limit_rpm` and `rate_limit_tpm`, set
+  high enough never to refuse: every request is counted in Redis by the read script), and their
+  throughput and CPU per request against keys without limits (target: within 10 %);
 - the cost of an uncached lookup (one argon2 verification, in-process and over HTTP) and the
   argon2 parameters;
 - the time from a revoke's commit to the first 401 seen by a concurrent prober process.
@@ -17,7 +20,8 @@ and the ratios of buddy's cached lookup to each, round by round.
 
 Environment: BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_WORKERS (4), BENCH_DEPLOYMENTS (200),
 BENCH_KEYS_PER_DEPLOYMENT (10), BENCH_DURATION (6 s per wrk run), BENCH_PAIRS (5 interleaved
-healthz/lookup pairs), BENCH_CONNECTIONS (32), BENCH_REVOKES (20), BENCH_PORT_RANGE (e.g.
+healthz/lookup pairs), BENCH_CONNECTIONS (32), BENCH_REVOKES (20), BENCH_LIMITED_KEYS (1000),
+BENCH_PORT_RANGE (e.g.
 "18500-18599"; default: any free port).
 """
 
@@ -54,6 +58,8 @@ PAIRS = int(os.environ.get("BENCH_PAIRS", "7"))
 PORT_RANGE = os.environ.get("BENCH_PORT_RANGE", "")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 REVOKES = int(os.environ.get("BENCH_REVOKES", "20"))
+# Keys with limits (spread over the same deployments), for the "limits" case.
+LIMITED_KEYS = int(os.environ.get("BENCH_LIMITED_KEYS", "1000"))
 SERVER_ENV = {
     "DATABASE_URL": DATABASE_URL,
     "REDIS_URL": REDIS_URL,
@@ -153,8 +159,9 @@ def clear_redis() -> None:
         r.delete(name)
 
 
-def create_data() -> tuple[str, list[str], list[str]]:
-    """A proxy service token, and plaintexts of keys over many ready deployments."""
+def create_data() -> tuple[str, list[str], list[str], list[str]]:
+    """A proxy service token, plaintexts of keys over many ready deployments (and their ids), and
+    plaintexts of keys with limits over the same deployments."""
     from datetime import timedelta
 
     from django.contrib.auth import get_user_model
@@ -180,7 +187,8 @@ def create_data() -> tuple[str, list[str], list[str]]:
         )
         for i in range(DEPLOYMENTS)
     )
-    generated = [tokens.generate() for _ in range(DEPLOYMENTS * KEYS_PER_DEPLOYMENT)]
+    count = DEPLOYMENTS * KEYS_PER_DEPLOYMENT
+    generated = [tokens.generate() for _ in range(count + LIMITED_KEYS)]
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         hashes = list(pool.map(_hash_one, [g.plaintext for g in generated], chunksize=50))
     keys = ApiKey.objects.bulk_create(
@@ -190,11 +198,15 @@ def create_data() -> tuple[str, list[str], list[str]]:
             public_id=g.public_id,
             secret_hash=h,
             is_default=False,
+            # High enough never to refuse in a run: every lookup is counted, none is refused.
+            rate_limit_rpm=100_000 if i >= count else None,
+            rate_limit_tpm=2_000_000_000 if i >= count else None,
         )
         for i, (g, h) in enumerate(zip(generated, hashes, strict=True))
     )
     _token, secret = service_token_create(name="bench-proxy", role="proxy")
-    return secret, [g.plaintext for g in generated], [str(k.pk) for k in keys]
+    plaintexts = [g.plaintext for g in generated]
+    return secret, plaintexts[:count], [str(k.pk) for k in keys[:count]], plaintexts[count:]
 
 
 def start_server(
@@ -422,7 +434,7 @@ def main() -> None:
     clear_redis()
     count = DEPLOYMENTS * KEYS_PER_DEPLOYMENT
     print(f"bench: creating {count} keys over {DEPLOYMENTS} deployments")
-    token, plaintexts, key_ids = create_data()
+    token, plaintexts, key_ids, limited = create_data()
     port = _free_port()
     server = start_server(port)
     peer_port = _free_port()
@@ -433,9 +445,13 @@ def main() -> None:
         bench_keys = plaintexts[: -REVOKES or None]
         keys_file.write("\n".join(bench_keys) + "\n")
         keys_file.close()
+        limited_file = tempfile.NamedTemporaryFile("w", prefix="bench-lim-", delete=False)  # noqa: SIM115
+        os.chmod(limited_file.name, 0o600)
+        limited_file.write("\n".join(limited) + "\n")
+        limited_file.close()
         print(f"bench: gunicorn with {WORKERS} sync workers on 127.0.0.1:{port}; warming the cache")
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            warm = list(pool.map(lambda p: post_lookup(port, token, p), plaintexts))
+            warm = list(pool.map(lambda p: post_lookup(port, token, p), plaintexts + limited))
         assert all(status == 200 for status, _ in warm), "a warm-up lookup was not 200"
 
         # Uncached over HTTP: a key whose entry is dropped costs one argon2 verify again.
@@ -454,6 +470,7 @@ def main() -> None:
         for name, text in (
             ("healthz", WRK_HEALTHZ),
             ("lookup", WRK_LOOKUP),
+            ("limits", WRK_LOOKUP),
             ("plain", WRK_LOOKUP),
             ("drf", WRK_DRF),
         ):
@@ -465,9 +482,13 @@ def main() -> None:
             "BENCH_SERVICE_TOKEN": token,
             "BENCH_DRF_KEYS_FILE": drf_keys_file,
         }
-        paths = {"lookup": "/internal/v1/auth/lookup", "plain": "/plain"}
-        servers = {"healthz": server, "lookup": server, "plain": peers, "drf": peers}
-        ports = {"healthz": port, "lookup": port, "plain": peer_port, "drf": peer_port}
+        lookup_path = "/internal/v1/auth/lookup"
+        paths = {"lookup": lookup_path, "limits": lookup_path, "plain": "/plain"}
+        keys_files = {"limits": limited_file.name}
+        servers = {"healthz": server, "lookup": server, "limits": server}
+        servers |= {"plain": peers, "drf": peers}
+        ports = {"healthz": port, "lookup": port, "limits": port, "plain": peer_port}
+        ports["drf"] = peer_port
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in scripts}
         print(f"bench: {PAIRS} interleaved rounds of {DURATION} s wrk runs")
         for _ in range(PAIRS):  # interleaved, so that all see the same machine
@@ -476,7 +497,11 @@ def main() -> None:
                 run = run_wrk(
                     f"http://127.0.0.1:{ports[name]}",
                     scripts[name],
-                    {**env, "BENCH_PATH": paths.get(name, "")},
+                    {
+                        **env,
+                        "BENCH_PATH": paths.get(name, ""),
+                        "BENCH_KEYS_FILE": keys_files.get(name, keys_file.name),
+                    },
                 )
                 # CPU the workers spent per request: unlike req/s, hardly moved by whatever else
                 # the machine is running at the same time.
@@ -494,6 +519,7 @@ def main() -> None:
             proc.wait(15)
         os.unlink(keys_file.name)
         os.unlink(drf_keys_file)
+        os.unlink(limited_file.name)
 
     def summary(name: str) -> tuple[float, float, float, float]:
         rps = statistics.median(run["rps"] for run in runs[name])
@@ -510,6 +536,8 @@ def main() -> None:
     print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
     print(f"{'GET /healthz':22}{h_rps:10.0f}{h_p50:10.2f}{h_p99:10.2f}{h_bad:10.0f}")
     print(f"{'cached lookup':22}{l_rps:10.0f}{l_p50:10.2f}{l_p99:10.2f}{l_bad:10.0f}")
+    m_rps, m_p50, m_p99, m_bad = summary("limits")
+    print(f"{'  ... key with limits':22}{m_rps:10.0f}{m_p50:10.2f}{m_p99:10.2f}{m_bad:10.0f}")
     p_rps, p_p50, p_p99, p_bad = summary("plain")
     d_rps, d_p50, d_p99, d_bad = summary("drf")
     print(f"{'plain-view sketch':22}{p_rps:10.0f}{p_p50:10.2f}{p_p99:10.2f}{p_bad:10.0f}")
@@ -526,6 +554,16 @@ def main() -> None:
             f"{cpu['lookup']:.0f} us vs {cpu[peer]:.0f} us -> capacity ratio "
             f"{cpu[peer] / cpu['lookup']:.2f}  (target >= {target})"
         )
+    limit_ratios = [
+        limits["rps"] / plain["rps"]
+        for plain, limits in zip(runs["lookup"], runs["limits"], strict=True)
+    ]
+    print(
+        f"cached lookup with limits / without: throughput {statistics.median(limit_ratios):.2f}"
+        f" (median of rounds: " + ", ".join(f"{ratio:.2f}" for ratio in limit_ratios) + "), "
+        f"CPU per request {cpu['limits']:.0f} us vs {cpu['lookup']:.0f} us -> capacity ratio "
+        f"{cpu['lookup'] / cpu['limits']:.2f}  (target >= 0.90)"
+    )
     h_cpu = statistics.median(run["cpu_us"] for run in runs["healthz"])
     l_cpu = statistics.median(run["cpu_us"] for run in runs["lookup"])
     print(

@@ -41,4 +41,5 @@ urlpatterns = [
     path("keys/<uuid:key_id>", key_apis.KeyDetailApi.as_view(), name="key-detail"),
     path("keys/<uuid:key_id>/reveal", key_apis.KeyRevealApi.as_view(), name="key-reveal"),
     path("keys/<uuid:key_id>/revoke", key_apis.KeyRevokeApi.as_view(), name="key-revoke"),
+    path("keys/<uuid:key_id>/roll", key_apis.KeyRollApi.as_view(), name="key-roll"),
 ]

@@ -58,6 +58,8 @@ class EventKind(models.TextChoices):
     KEY_CREATED = "key_created"
     KEY_REVEALED = "key_revealed"
     KEY_REVOKED = "key_revoked"
+    KEY_ROLLED = "key_rolled"
+    KEY_UPDATED = "key_updated"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,14 +14,21 @@ goes wrong (a 500 included).
 Order of answers (the first that applies answers):
 1. 404 `not_found` for another path, 405 `method_not_allowed` for another method;
 2. the key, from the `Authorization` header alone, before any of the body is read: the lookup's
-   table (`missing_api_key`, `invalid_api_key`, `rate_limited`, `revoked_api_key`, 404, 409);
+   table (`missing_api_key`, `invalid_api_key`, `rate_limited`, `revoked_api_key`,
+   `expired_api_key`, 404, 409);
 3. 413 `request_too_large`: a `Content-Length` over `BUDDY_GATEWAY_MAX_BODY_BYTES` before the
    body is read, or a body that grows past it while read (never held whole beyond the limit);
 4. 400 `invalid_json` (not JSON, not an object, or nested too deep to parse);
 5. 400 `model_mismatch` (`param: "model"`) for a `model` that is not the key's deployment's;
-6. 400 `validation_error` (`gateway.validation`);
-7. the upstream: its answer, or 502 `upstream_error`, 504 `upstream_timeout`, or its refusal
+6. 429 `rate_limit_exceeded` (with `Retry-After`) for a key over its RPM or TPM limit (counted
+   by the lookup; a request refused by 5. is not counted);
+7. 400 `validation_error` (`gateway.validation`);
+8. the upstream: its answer, or 502 `upstream_error`, 504 `upstream_timeout`, or its refusal
    relayed (400 `upstream_rejected`, 429 `upstream_rate_limited`).
+A key with limits gets OpenAI's `x-ratelimit-limit-requests`/`-remaining-requests` (RPM) and
+`x-ratelimit-limit-tokens`/`-remaining-tokens` (TPM) on its 200s and its 429; a request's tokens
+(the upstream's `usage`, or the last usage chunk a stream shows) are added to the key's TPM window
+when it ends (`keys.lookup.ratelimit.tokens_spent`), only for a key with a TPM limit.
 So no one without a valid key gets the body read or learns anything about it, and nothing reaches
 a model server that fails validation.
 
@@ -57,6 +64,7 @@ from buddy.ops.metrics import record_lookup
 from deployments.selectors import deployment_get
 from gateway import upstream
 from gateway.validation import parse_json_object, validate_chat_request
+from keys.lookup import ratelimit
 from keys.lookup.aio import key_lookup_async
 from keys.lookup.outcomes import LookupOutcome, LookupResult
 
@@ -222,22 +230,25 @@ class Exchange:
                 return b"".join(chunks)
 
 
-async def lookup(ex: Exchange, *, model: object = None) -> LookupResult:
+async def lookup(ex: Exchange, *, model: object = None, count: bool = True) -> LookupResult:
     return await key_lookup_async(
         authorization=ex.header(b"authorization"),
         model=model,
         client_ip=client_address(ex.scope, ex.headers),
+        count=count,
     )
 
 
 async def refuse(ex: Exchange, result: LookupResult) -> None:
     """The lookup's refusal, as the gateway answers it (OpenAI's habits: `param` names the model,
-    a 401 says how to authenticate, a 429 when to retry)."""
+    a 401 says how to authenticate, a 429 when to retry, with the key's `x-ratelimit-*`)."""
     outcome = result.outcome
     assert outcome.error is not None, "a refusal has an error"
     headers: dict[str, str] = {}
-    if outcome is LookupOutcome.RATE_LIMITED and result.retry_after is not None:
+    if outcome.status == 429 and result.retry_after is not None:
         headers["Retry-After"] = str(result.retry_after)
+    if outcome is LookupOutcome.RATE_LIMIT_EXCEEDED:
+        headers.update(ratelimit.headers(result.snapshot, result.rate))
     if outcome.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="buddy"'
     await ex.error(
@@ -280,7 +291,8 @@ class StreamWatch:
                     limit = settings.BUDDY_STREAM_MAX_SECONDS
                     self.stop = StreamTooLong(f"The stream reached its time limit ({limit:g} s).")
                     break
-                result = await lookup(self.ex, model=self.model)
+                # A recheck is the same request, not another: it is not counted.
+                result = await lookup(self.ex, model=self.model, count=False)
                 if not result.ok:
                     assert result.outcome.error is not None
                     self.stop = DomainError(entry=result.outcome.error)
@@ -295,10 +307,42 @@ class StreamWatch:
             pass
 
 
-async def relay(ex: Exchange, response: aiohttp.ClientResponse, model: str) -> None:
+class StreamTokens:
+    """The tokens a relayed stream reports (`usage.total_tokens` of its last usage chunk), read
+    from its SSE lines as they pass; kept only for a key with a TPM limit."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self.pending + chunk).split(b"\n")
+        self.pending = lines.pop()[-65536:]
+        for line in lines:
+            if line.startswith(b"data:") and b'"usage"' in line:
+                self.total = usage_tokens(line[5:]) or self.total
+
+
+def usage_tokens(content: bytes) -> int:
+    """`usage.total_tokens` of an OpenAI answer (or stream chunk), 0 when it has none."""
+    try:
+        usage = json.loads(content).get("usage")
+        total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    except (ValueError, AttributeError, RecursionError):
+        return 0
+    return total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else 0
+
+
+async def relay(
+    ex: Exchange,
+    response: aiohttp.ClientResponse,
+    model: str,
+    extra_headers: dict[str, str] | None = None,
+    tokens: StreamTokens | None = None,
+) -> None:
     """The upstream's bytes as they arrive, never gathered; closes the upstream however it ends."""
     content_type = response.headers.get("Content-Type", "text/event-stream")
-    await ex.start(200, content_type.encode("latin-1"), SSE_HEADERS)
+    await ex.start(200, content_type.encode("latin-1"), {**SSE_HEADERS, **(extra_headers or {})})
     watch = StreamWatch(ex, response, model)
     watcher = asyncio.ensure_future(watch.run())
     failure: DomainError | None = None
@@ -306,6 +350,8 @@ async def relay(ex: Exchange, response: aiohttp.ClientResponse, model: str) -> N
         async for chunk in response.content.iter_any():
             if watch.stop is not None or watch.client_gone:
                 break
+            if tokens is not None:
+                tokens.feed(chunk)
             await ex.body(chunk, more=True)
     except upstream.TRANSPORT_ERRORS as exc:
         if watch.stop is None and not watch.client_gone:
@@ -328,7 +374,10 @@ async def chat_completions(ex: Exchange) -> None:
         return
     started = time.perf_counter()
     result = await lookup(ex)
-    if not result.ok or result.snapshot is None:
+    # Over its limit, a key's request is still refused by `model_mismatch` first (the table's
+    # order): the 429 waits for the body's model.
+    over_limit = result.outcome is LookupOutcome.RATE_LIMIT_EXCEEDED
+    if (not result.ok and not over_limit) or result.snapshot is None:
         record_lookup(result.outcome.code, time.perf_counter() - started)
         await refuse(ex, result)
         return
@@ -347,22 +396,32 @@ async def chat_completions(ex: Exchange) -> None:
     # The lookup ran without the model (it needs no body); its last row is judged here.
     model = body.get("model")
     if isinstance(model, str) and model != snapshot.model:
-        result = LookupResult(LookupOutcome.MODEL_MISMATCH, snapshot)
+        result = LookupResult(LookupOutcome.MODEL_MISMATCH, snapshot, rate=result.rate)
+        await ratelimit.asettle(result)  # a refused request does not count
         record_lookup(result.outcome.code, time.perf_counter() - started)
         await refuse(ex, result)
         return
     record_lookup(result.outcome.code, time.perf_counter() - started)
+    if over_limit:
+        await refuse(ex, result)
+        return
+    limit_headers = ratelimit.headers(snapshot, result.rate)
     try:
         chat = validate_chat_request(body)
     except DomainError as exc:
         await ex.domain_error(exc)
         return
+    counts_tokens = snapshot.rate_limit_tpm is not None
     try:
         if not chat.stream:
             content = await upstream.chat_completion(
                 endpoint_url=snapshot.endpoint_url, body=chat.body
             )
-            await ex.answer(200, content)
+            await ex.answer(200, content, limit_headers)
+            if counts_tokens:
+                await ratelimit.atokens_spent(
+                    public_id=snapshot.public_id, tokens=usage_tokens(content)
+                )
             return
         response = await upstream.open_chat_stream(
             endpoint_url=snapshot.endpoint_url, body=chat.body
@@ -376,7 +435,12 @@ async def chat_completions(ex: Exchange) -> None:
         )
         await ex.domain_error(exc)
         return
-    await relay(ex, response, chat.model)
+    tokens = StreamTokens() if counts_tokens else None
+    try:
+        await relay(ex, response, chat.model, limit_headers, tokens)
+    finally:
+        if tokens is not None and tokens.total:
+            await ratelimit.atokens_spent(public_id=snapshot.public_id, tokens=tokens.total)
 
 
 def _deployment_created_at(deployment_id: str) -> int:
@@ -405,7 +469,9 @@ async def models(ex: Exchange) -> None:
     created = await _created_at(result.snapshot.deployment_id)
     served = {"id": result.snapshot.model, "object": "model", "created": created}
     listing = {"object": "list", "data": [{**served, "owned_by": "buddy"}]}
-    await ex.answer(200, json.dumps(listing).encode())
+    await ex.answer(
+        200, json.dumps(listing).encode(), ratelimit.headers(result.snapshot, result.rate)
+    )
 
 
 _ROUTES = {CHAT_PATH: chat_completions, MODELS_PATH: models}

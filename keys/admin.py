@@ -11,10 +11,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils import timezone
 
+from buddy.core.errors import DomainError
 from buddy.http.admin_actions import (
     ReadOnlyTabularInline,
     RefuseSecretLookups,
@@ -25,7 +27,7 @@ from buddy.http.admin_actions import (
 from deployments.admin import DeploymentAdmin
 from deployments.models import Deployment
 from keys import services
-from keys.models import ApiKey, RevokeReason
+from keys.models import ApiKey, KeyStatus, RevokeReason, key_status_q
 from keys.tokens import PREFIX
 
 
@@ -34,14 +36,44 @@ class KeyStatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("active", "active"), ("revoked", "revoked")]
+        return [(status, status) for status in KeyStatus.values]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
-        if self.value() == "active":
-            return queryset.filter(revoked_at__isnull=True)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
+        if self.value() in KeyStatus.values:
+            return queryset.filter(key_status_q(str(self.value()), timezone.now()))
         return queryset
+
+
+# What an operator may change of a key: through `key_update`, as the owner's PATCH does.
+EDITABLE_FIELDS = ("name", "expires_at", "rate_limit_rpm", "rate_limit_tpm")
+
+
+class KeyChangeForm(forms.ModelForm):
+    """The key's editable fields, checked by the service's own rules (no save of its own: the
+    admin's `save_model` calls `key_update`)."""
+
+    class Meta:
+        model = ApiKey
+        fields = EDITABLE_FIELDS
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        now = timezone.now()
+        if self.instance.status_at(now) != KeyStatus.ACTIVE:
+            raise forms.ValidationError(f"The key is {self.instance.status_at(now)}.")
+        checks = {
+            "expires_at": lambda v: services.validate_expires_at(v, now=now),
+            "rate_limit_rpm": lambda v: services.validate_rate_limit(v, field="rate_limit_rpm"),
+            "rate_limit_tpm": lambda v: services.validate_rate_limit(v, field="rate_limit_tpm"),
+        }
+        for field, check in checks.items():
+            if field in self.changed_data:
+                try:
+                    check(data.get(field))
+                except DomainError as exc:
+                    for message in (exc.fields or {}).get(field, [exc.message]):
+                        self.add_error(field, message)
+        return data
 
 
 class RevokeForm(forms.Form):
@@ -61,6 +93,9 @@ class ApiKeyAdmin(RefuseSecretLookups):
         "deployment",
         "is_default",
         "status",
+        "expires_at",
+        "rate_limit_rpm",
+        "rate_limit_tpm",
         "created_at",
         "last_used_at",
         "revoked_at",
@@ -77,13 +112,18 @@ class ApiKeyAdmin(RefuseSecretLookups):
         "public_id",
         "is_default",
         "status",
+        "expires_at",
+        "rate_limit_rpm",
+        "rate_limit_tpm",
+        "rolled_to",
         "created_at",
         "last_used_at",
         "revoked_at",
         "revoke_reason",
         "secret_revealed_at",
     )
-    readonly_fields = fields
+    form = KeyChangeForm
+    readonly_fields = tuple(field for field in fields if field not in EDITABLE_FIELDS)
     actions = ["revoke"]
 
     def get_search_results(
@@ -93,8 +133,19 @@ class ApiKeyAdmin(RefuseSecretLookups):
         term = search_term.strip().removesuffix("…").removesuffix("...").removeprefix(PREFIX)
         return super().get_search_results(request, queryset, term)
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and super().has_change_permission(request)
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A revoked or expired key can no longer be edited (409 in the API): all read-only.
+        if obj is not None and obj.status != KeyStatus.ACTIVE:
+            return self.fields
+        return self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        """Through the owner's service (`key_update`): the same rules, event and cache guard."""
+        services.key_update(
+            key_id=obj.pk,
+            actor=operator_actor(request),
+            **{field: form.cleaned_data[field] for field in form.changed_data},
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -158,7 +209,11 @@ class DeploymentWithKeysAdmin(DeploymentAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True)))
+            .annotate(
+                active_keys=Count(
+                    "keys", filter=key_status_q(KeyStatus.ACTIVE, timezone.now(), "keys__")
+                )
+            )
         )
 
     @admin.display(description="active keys", ordering="active_keys")

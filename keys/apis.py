@@ -33,12 +33,16 @@ from keys.serializers import (
     KeyCreateInputSerializer,
     KeyFilterSerializer,
     KeyOutputSerializer,
+    KeyRollInputSerializer,
     KeySecretOutputSerializer,
     KeyStatusFilterSerializer,
+    KeyUpdateInputSerializer,
 )
 
 _STATUS_PARAMETER = OpenApiParameter(
-    "status", enum=KEY_STATUSES, description="Only active or only revoked keys."
+    "status",
+    enum=KEY_STATUSES,
+    description="Only active, only expired (past `expires_at`, not revoked) or only revoked keys.",
 )
 # A response that holds a secret must not be kept by any cache, shared or private.
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -92,7 +96,12 @@ class DeploymentKeyListCreateApi(APIView):
         deployment = owned_deployment(request, deployment_id)
         data = validated(KeyCreateInputSerializer, request.data)
         key, secret = services.key_create(
-            deployment_id=deployment.pk, name=data["name"], actor=console_actor(request)
+            deployment_id=deployment.pk,
+            name=data["name"],
+            actor=console_actor(request),
+            expires_at=data.get("expires_at"),
+            rate_limit_rpm=data.get("rate_limit_rpm"),
+            rate_limit_tpm=data.get("rate_limit_tpm"),
         )
         body = {**KeyOutputSerializer(key).data, "secret": secret}
         return Response(body, status=status.HTTP_201_CREATED, headers=_NO_STORE)
@@ -134,6 +143,48 @@ class KeyDetailApi(APIView):
     )
     def get(self, request: Request, key_id: str) -> Response:
         return Response(KeyOutputSerializer(owned_key(request, key_id)).data)
+
+    @extend_schema(
+        operation_id="keys_update",
+        request=KeyUpdateInputSerializer,
+        responses={
+            200: KeyOutputSerializer,
+            400: error_response("invalid_json", "validation_error"),
+            404: error_response("not_found"),
+            409: error_response("key_revoked", "key_expired"),
+        },
+        summary="Change a key's name, expiry or limits (null clears); lookups follow at once",
+    )
+    def patch(self, request: Request, key_id: str) -> Response:
+        key = owned_key(request, key_id)
+        data = validated(KeyUpdateInputSerializer, request.data)
+        key = services.key_update(key_id=key.pk, actor=console_actor(request), **data)
+        return Response(KeyOutputSerializer(key).data)
+
+
+class KeyRollApi(APIView):
+    @extend_schema(
+        operation_id="keys_roll",
+        request=KeyRollInputSerializer,
+        responses={
+            201: KeyCreatedOutputSerializer,
+            400: error_response("invalid_json", "validation_error"),
+            404: error_response("not_found"),
+            409: error_response("key_revoked", "key_expired"),
+        },
+        summary="Replace the key: a new key (its secret in this answer only); the old one "
+        "expires after the grace period",
+    )
+    def post(self, request: Request, key_id: str) -> Response:
+        key = owned_key(request, key_id)
+        data = validated(KeyRollInputSerializer, request.data or {})
+        new, secret = services.key_roll(
+            key_id=key.pk,
+            actor=console_actor(request),
+            grace_seconds=data.get("grace_seconds", services.DEFAULT_ROLL_GRACE_SECONDS),
+        )
+        body = {**KeyOutputSerializer(new).data, "secret": secret}
+        return Response(body, status=status.HTTP_201_CREATED, headers=_NO_STORE)
 
 
 class KeyRevealApi(APIView):

@@ -1,10 +1,31 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db import models
+from django.db.models import Q
+from django.utils import timezone
 
 from keys.tokens import PUBLIC_ID_LENGTH, mask
+
+
+class KeyStatus(models.TextChoices):
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+def key_status_q(status: str, now: datetime, prefix: str = "") -> Q:
+    """The keys of one status, as a filter (`ApiKey.status_at`'s twin; `prefix` for a join,
+    e.g. "keys__")."""
+    revoked = Q(**{f"{prefix}revoked_at__isnull": True})
+    unexpired = Q(**{f"{prefix}expires_at__isnull": True}) | Q(**{f"{prefix}expires_at__gt": now})
+    if status == KeyStatus.REVOKED:
+        return ~revoked
+    if status == KeyStatus.EXPIRED:
+        return revoked & ~unexpired
+    return revoked & unexpired
 
 
 class RevokeReason(models.TextChoices):
@@ -40,6 +61,13 @@ class ApiKey(models.Model):
     )
     sealed_secret = models.BinaryField(null=True, blank=True, editable=False)
     secret_revealed_at = models.DateTimeField(null=True, blank=True)
+    # v2: null = never / no limit.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    rate_limit_rpm = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_tpm = models.PositiveIntegerField(null=True, blank=True)
+    rolled_to = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -51,10 +79,11 @@ class ApiKey(models.Model):
             ),
         ]
         indexes = [
+            # The cap's count (`key_count_active`): not revoked, and not past `expires_at`.
             models.Index(
-                fields=["deployment"],
+                fields=["deployment", "expires_at"],
                 condition=models.Q(revoked_at__isnull=True),
-                name="apikey_active_deploy_idx",
+                name="apikey_unrevoked_deploy_idx",
             ),
             models.Index(
                 fields=["created_at"],
@@ -70,13 +99,22 @@ class ApiKey(models.Model):
     def masked(self) -> str:
         return mask(self.public_id)
 
+    def status_at(self, now: datetime) -> str:
+        """THE one judgement of a key's status: `revoked` wins, then `expired`, else `active`
+        (the query twin is `key_status_q`)."""
+        if self.revoked_at is not None:
+            return KeyStatus.REVOKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return KeyStatus.EXPIRED
+        return KeyStatus.ACTIVE
+
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.status_at(timezone.now()) == KeyStatus.ACTIVE
 
     @property
     def status(self) -> str:
-        return "active" if self.revoked_at is None else "revoked"
+        return self.status_at(timezone.now())
 
     @property
     def secret_available(self) -> bool:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from buddy.core.errors import NotFound
 from buddy.core.ids import as_uuid
-from keys.models import ApiKey
+from keys.models import ApiKey, KeyStatus, key_status_q
 
 
 def key_list_for_owner(
@@ -17,11 +19,17 @@ def key_list_for_owner(
     keys = ApiKey.objects.filter(deployment__owner_id=owner_id).select_related("deployment")
     if deployment_id is not None:
         keys = keys.filter(deployment_id=deployment_id)
-    if status == "active":
-        keys = keys.filter(revoked_at__isnull=True)
-    elif status == "revoked":
-        keys = keys.filter(revoked_at__isnull=False)
+    if status in KeyStatus.values:
+        keys = keys.filter(key_status_q(status, timezone.now()))
     return keys.order_by("-created_at", "-pk")
+
+
+def key_count_active(*, deployment_id: uuid.UUID, now: datetime | None = None) -> int:
+    """The deployment's active keys (not revoked, not expired): what its cap counts. Served by
+    the partial index `apikey_unrevoked_deploy_idx` (deployment, expires_at) WHERE not revoked."""
+    return ApiKey.objects.filter(
+        key_status_q(KeyStatus.ACTIVE, now or timezone.now()), deployment_id=deployment_id
+    ).count()
 
 
 def key_get_for_owner(*, owner_id: int, key_id: object) -> ApiKey | None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -17,11 +18,13 @@ from django.utils import timezone
 
 from buddy.core.errors import (
     DeploymentNotReady,
+    KeyExpired,
     KeyLimitReached,
     KeyRevoked,
     NotFound,
     SecretAlreadyShown,
     SecretExpired,
+    ValidationFailed,
 )
 from buddy.core.ids import as_uuid
 from buddy.core.validation import validate_name
@@ -36,7 +39,8 @@ from deployments.models import (
 from deployments.services import event_record
 from keys import hashing, sealing, tokens
 from keys.lookup import guards
-from keys.models import ApiKey, RevokeReason
+from keys.models import ApiKey, KeyStatus, RevokeReason
+from keys.selectors import key_count_active
 
 DEFAULT_KEY_NAME = "default"
 # The keys of an ended deployment are revoked with the code of its end.
@@ -64,7 +68,56 @@ def _lock_key(key_id: object) -> ApiKey:
     return key
 
 
-def _new_key(*, deployment: Deployment, name: str, is_default: bool) -> tuple[ApiKey, str]:
+# The largest limits a key takes: a positive integer up to these (the RPM window holds one
+# entry per request of the last minute in Redis, so it is bounded tighter than the token count).
+MAX_RATE_LIMIT_RPM: Final = 100_000
+MAX_RATE_LIMIT_TPM: Final = 2_000_000_000
+MAX_ROLL_GRACE_SECONDS: Final = 604_800
+DEFAULT_ROLL_GRACE_SECONDS: Final = 3600
+
+
+class _Unchanged:
+    """What `key_update` gets for a field the caller did not send (None clears a field)."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = _Unchanged()
+
+
+def validate_rate_limit(value: object, *, field: str) -> int | None:
+    """A key's limit: None (no limit) or a positive integer (not a bool, not "5", not 5.0)."""
+    if value is None:
+        return None
+    top = MAX_RATE_LIMIT_RPM if field == "rate_limit_rpm" else MAX_RATE_LIMIT_TPM
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise ValidationFailed(
+            fields={field: [f"A positive integer (at most {top}), or null for no limit."]}
+        )
+    return value
+
+
+def validate_expires_at(value: object, *, now: datetime) -> datetime | None:
+    """A key's expiry: None (never) or an aware time in the future."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or timezone.is_naive(value):
+        raise ValidationFailed(fields={"expires_at": ["A date-time with a time zone, or null."]})
+    if value <= now:
+        raise ValidationFailed(fields={"expires_at": ["Must be in the future."]})
+    return value
+
+
+def _new_key(
+    *,
+    deployment: Deployment,
+    name: str,
+    is_default: bool,
+    expires_at: datetime | None = None,
+    rate_limit_rpm: int | None = None,
+    rate_limit_tpm: int | None = None,
+) -> tuple[ApiKey, str]:
     generated = tokens.generate()
     key = ApiKey(
         deployment=deployment,
@@ -72,6 +125,9 @@ def _new_key(*, deployment: Deployment, name: str, is_default: bool) -> tuple[Ap
         public_id=generated.public_id,
         secret_hash=hashing.hash_key(generated.plaintext),
         is_default=is_default,
+        expires_at=expires_at,
+        rate_limit_rpm=rate_limit_rpm,
+        rate_limit_tpm=rate_limit_tpm,
     )
     if is_default:
         key.sealed_secret = sealing.seal(generated.plaintext)
@@ -79,13 +135,25 @@ def _new_key(*, deployment: Deployment, name: str, is_default: bool) -> tuple[Ap
     return key, generated.plaintext
 
 
-def key_create(*, deployment_id: object, name: str, actor: str) -> tuple[ApiKey, str]:
-    """A named key on a ready deployment, within its limit; returns the key and its plaintext.
+def key_create(
+    *,
+    deployment_id: object,
+    name: str,
+    actor: str,
+    expires_at: datetime | None = None,
+    rate_limit_rpm: int | None = None,
+    rate_limit_tpm: int | None = None,
+) -> tuple[ApiKey, str]:
+    """A named key on a ready deployment, within its cap of active keys; returns the key and its
+    plaintext.
 
     The deployment row is locked, so a key cannot be created after a concurrent stop committed
     (it sees the stop and refuses) nor slip in before it unseen (the stop's revocation finds it).
     """
     name = validate_name(name)
+    expires_at = validate_expires_at(expires_at, now=timezone.now())
+    rate_limit_rpm = validate_rate_limit(rate_limit_rpm, field="rate_limit_rpm")
+    rate_limit_tpm = validate_rate_limit(rate_limit_tpm, field="rate_limit_tpm")
     with transaction.atomic():
         deployment = _lock_deployment(deployment_id)
         if deployment is None:
@@ -94,12 +162,18 @@ def key_create(*, deployment_id: object, name: str, actor: str) -> tuple[ApiKey,
             raise DeploymentNotReady(
                 f"Keys can be created only on a ready deployment (it is {deployment.status})."
             )
-        active = ApiKey.objects.filter(deployment=deployment, revoked_at__isnull=True).count()
-        if active >= settings.BUDDY_MAX_KEYS_PER_DEPLOYMENT:
+        if key_count_active(deployment_id=deployment.pk) >= settings.BUDDY_MAX_KEYS_PER_DEPLOYMENT:
             raise KeyLimitReached(
                 f"A deployment holds at most {settings.BUDDY_MAX_KEYS_PER_DEPLOYMENT} active keys."
             )
-        key, plaintext = _new_key(deployment=deployment, name=name, is_default=False)
+        key, plaintext = _new_key(
+            deployment=deployment,
+            name=name,
+            is_default=False,
+            expires_at=expires_at,
+            rate_limit_rpm=rate_limit_rpm,
+            rate_limit_tpm=rate_limit_tpm,
+        )
         event_record(
             deployment=deployment,
             kind=EventKind.KEY_CREATED,
@@ -201,6 +275,140 @@ def key_revoke(
                 detail={"key_id": str(key.pk), "public_id": key.public_id, "reason": reason},
             )
     return key
+
+
+def _refuse_unless_active(key: ApiKey, now: datetime) -> None:
+    status = key.status_at(now)
+    if status == KeyStatus.REVOKED:
+        raise KeyRevoked()
+    if status == KeyStatus.EXPIRED:
+        raise KeyExpired()
+
+
+# What a lookup's cache entry holds of a key: a change of these is guarded like a revoke.
+_LOOKUP_FIELDS = frozenset({"expires_at", "rate_limit_rpm", "rate_limit_tpm"})
+
+
+def key_update(
+    *,
+    key_id: object,
+    actor: str,
+    name: str | _Unchanged = UNCHANGED,
+    expires_at: datetime | _Unchanged | None = UNCHANGED,
+    rate_limit_rpm: int | _Unchanged | None = UNCHANGED,
+    rate_limit_tpm: int | _Unchanged | None = UNCHANGED,
+) -> ApiKey:
+    """Change a key's name, expiry or limits (None clears the expiry or a limit); what is not
+    passed stays. A revoked key answers `key_revoked`, an expired one `key_expired`.
+
+    A change of expiry or limits applies to lookups from its commit on: the key's cache
+    generation is bumped before and after the commit (`guards.invalidate_key_on_commit`), so no
+    entry filled before the commit answers after it. Event `key_updated` names the fields that
+    changed (none changed: no event)."""
+    now = timezone.now()
+    wanted: dict[str, object] = {}
+    if not isinstance(name, _Unchanged):
+        wanted["name"] = validate_name(name)
+    if not isinstance(expires_at, _Unchanged):
+        wanted["expires_at"] = validate_expires_at(expires_at, now=now)
+    if not isinstance(rate_limit_rpm, _Unchanged):
+        wanted["rate_limit_rpm"] = validate_rate_limit(rate_limit_rpm, field="rate_limit_rpm")
+    if not isinstance(rate_limit_tpm, _Unchanged):
+        wanted["rate_limit_tpm"] = validate_rate_limit(rate_limit_tpm, field="rate_limit_tpm")
+    with transaction.atomic():
+        key = _lock_key(key_id)
+        _refuse_unless_active(key, timezone.now())
+        changed = sorted(field for field, value in wanted.items() if getattr(key, field) != value)
+        if not changed:
+            return key
+        if _LOOKUP_FIELDS.intersection(changed):
+            guards.invalidate_key_on_commit(key.public_id)
+        for field in changed:
+            setattr(key, field, wanted[field])
+        key.save(update_fields=changed)
+        if key.deployment is not None:
+            event_record(
+                deployment=key.deployment,
+                kind=EventKind.KEY_UPDATED,
+                actor=actor,
+                detail={"key_id": str(key.pk), "public_id": key.public_id, "fields": changed},
+            )
+    return key
+
+
+def key_roll(
+    *, key_id: object, actor: str, grace_seconds: int = DEFAULT_ROLL_GRACE_SECONDS
+) -> tuple[ApiKey, str]:
+    """Replace a key: a new key on the same deployment with the same name, limits and expiry
+    (returned with its plaintext, once), and the old key expiring at
+    `min(its expires_at, now + grace_seconds)` with `rolled_to` naming the new one (grace 0: at
+    once). Allowed while the deployment is pending, provisioning or ready, and at the cap (the
+    new key replaces the old). A revoked key answers `key_revoked` (an ended deployment's keys
+    are revoked), an expired one `key_expired`. Events `key_created` (new) and `key_rolled` (old).
+
+    The deployment row is locked first (as `key_create` and a deployment's end do), then the key:
+    a roll cannot slip a new key past a concurrent stop."""
+    if (
+        isinstance(grace_seconds, bool)
+        or not isinstance(grace_seconds, int)
+        or not 0 <= grace_seconds <= MAX_ROLL_GRACE_SECONDS
+    ):
+        raise ValidationFailed(
+            fields={"grace_seconds": [f"An integer from 0 to {MAX_ROLL_GRACE_SECONDS}."]}
+        )
+    pk = as_uuid(key_id)
+    deployment_pk = (
+        None
+        if pk is None
+        else ApiKey.objects.filter(pk=pk).values_list("deployment_id", flat=True).first()
+    )
+    with transaction.atomic():
+        deployment = _lock_deployment(deployment_pk) if deployment_pk is not None else None
+        old = _lock_key(key_id)
+        now = timezone.now()
+        _refuse_unless_active(old, now)
+        if deployment is None or old.deployment_id != deployment.pk:
+            raise DeploymentNotReady("The key's deployment no longer exists.")
+        if deployment.status in TERMINAL_STATUSES:
+            # Unreachable while ends revoke their keys in their transaction (key_revoked above).
+            raise DeploymentNotReady(f"The deployment has ended ({deployment.status}).")
+        new, plaintext = _new_key(
+            deployment=deployment,
+            name=old.name,
+            is_default=False,
+            expires_at=old.expires_at,
+            rate_limit_rpm=old.rate_limit_rpm,
+            rate_limit_tpm=old.rate_limit_tpm,
+        )
+        guards.invalidate_key_on_commit(old.public_id)
+        grace_end = now + timedelta(seconds=grace_seconds)
+        old.expires_at = grace_end if old.expires_at is None else min(old.expires_at, grace_end)
+        old.rolled_to = new
+        old.save(update_fields=["expires_at", "rolled_to"])
+        event_record(
+            deployment=deployment,
+            kind=EventKind.KEY_CREATED,
+            actor=actor,
+            detail={
+                "key_id": str(new.pk),
+                "public_id": new.public_id,
+                "name": new.name,
+                "rolled_from": str(old.pk),
+            },
+        )
+        event_record(
+            deployment=deployment,
+            kind=EventKind.KEY_ROLLED,
+            actor=actor,
+            detail={
+                "key_id": str(old.pk),
+                "public_id": old.public_id,
+                "rolled_to": str(new.pk),
+                "grace_seconds": grace_seconds,
+                "expires_at": old.expires_at.isoformat(),
+            },
+        )
+    return new, plaintext
 
 
 def key_revoke_all_for_deployments(

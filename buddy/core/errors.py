@@ -210,6 +210,10 @@ class KeyRevoked(DomainError):
     entry = KEY_REVOKED
 
 
+class KeyExpired(DomainError):
+    entry = KEY_EXPIRED
+
+
 class SecretAlreadyShown(DomainError):
     entry = SECRET_ALREADY_SHOWN
 

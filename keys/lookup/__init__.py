@@ -7,6 +7,8 @@ cache that no revocation can be outlived by.
 - `guards`: the write side (tombstones, generations, and what Redis did not take, owed in
   PostgreSQL) that revocations and ends call;
 - `limits`: failed verifications (429) and the bound on concurrent argon2 runs;
+- `ratelimit`: the per-key RPM/TPM limits (429 `rate_limit_exceeded`), counted by the scripts of
+  `cache` in the round trip that reads the entry;
 - `usage`: last use of keys, gathered and flushed in batches;
 - `apis`, `middleware`: the internal endpoint and its short way through the middleware.
 
@@ -15,17 +17,24 @@ What is stored (all under `buddy:lookup:`, in the cache's Redis: `BUDDY_CACHE_RE
 `REDIS_URL`):
 
 - `e:<public id>` — the *entry*: what a lookup of that key needs (deployment, model, endpoint,
-  status, `pack_ends_at`, revoked) plus an HMAC-SHA256 of the full key under a server-side pepper
-  (`BUDDY_LOOKUP_CACHE_PEPPER`), the deployment *generation* it was filled under and the *epoch*
+  status, `pack_ends_at`, revoked, and of the key its `expires_at` and limits) plus an
+  HMAC-SHA256 of the full key under a server-side pepper (`BUDDY_LOOKUP_CACHE_PEPPER`), the
+  *generation* it was filled under and the *epoch*
   (below). It is written only after a successful argon2 verification, so a presented key whose
   HMAC matches it (compared with `hmac.compare_digest`) is the verified key: no argon2 and no SQL
   on a hit. It lives `BUDDY_LOOKUP_CACHE_TTL_SECONDS` (default 300 s). Layout:
-  `<deployment id>|<epoch>|<JSON>`, encoded and decoded by `cache.Entry` only.
+  `<deployment id>|<epoch>|<generation>|<HMAC>|<rpm>|<tpm>|<JSON>`, encoded and decoded by
+  `cache.Entry` only.
 - `tomb:k:<public id>` / `tomb:d:<deployment id>` — *tombstones*, written by `key_revoke`,
   `key_revoke_all_for_deployments` and a deployment's end (`deployments.signals`) **before**
   their transaction commits, and kept 24 h, longer than any entry lives.
 - `gen:d:<deployment id>` — the deployment's *generation*, bumped before and after the commit of
   every change that is not permanent (restart, new endpoint, extension).
+- `gen:k:<public id>` — the key's *generation*, bumped the same way by a change of what the entry
+  holds of the key (a PATCH of its expiry or limits, a roll). An entry's generation is the pair
+  `<deployment generation>.<key generation>`: whatever is said below of the deployment's holds of
+  the key's.
+- `rl:r:<public id>` / `rl:t:<public id>` — the key's RPM log and TPM buckets (`ratelimit`).
 - `fail:<public id>:<client address>` — failed verifications in the current window (the 429
   `rate_limited` counter), per public id and client address (`limits`).
 - `used` — a sorted set public id -> last use (epoch seconds), flushed to the database by beat.

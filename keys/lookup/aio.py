@@ -13,7 +13,7 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
-from keys.lookup import cache
+from keys.lookup import cache, ratelimit
 from keys.lookup.outcomes import LookupResult
 from keys.lookup.selectors import (
     PresentedKey,
@@ -25,21 +25,31 @@ from keys.lookup.selectors import (
 
 
 def _in_pool_thread_uncached(
-    presented: PresentedKey, cached: cache.CachedRead | None, model: object, client_ip: object
+    presented: PresentedKey,
+    cached: cache.CachedRead | None,
+    model: object,
+    client_ip: object,
+    count: bool,
 ) -> LookupResult:
     # The pool's threads live as long as the process, each with its own persistent database
     # connection; this gives it the hygiene Django's request signals give a request thread's.
     close_old_connections()
     try:
-        return lookup_uncached(presented, cached, model=model, client_ip=client_ip)
+        result = lookup_uncached(presented, cached, model=model, client_ip=client_ip, count=count)
+        ratelimit.settle(result)
+        return result
     finally:
         close_old_connections()
 
 
-def _in_pool_thread(authorization: object, model: object, client_ip: object) -> LookupResult:
+def _in_pool_thread(
+    authorization: object, model: object, client_ip: object, count: bool
+) -> LookupResult:
     close_old_connections()
     try:
-        return key_lookup(authorization=authorization, model=model, client_ip=client_ip)
+        return key_lookup(
+            authorization=authorization, model=model, client_ip=client_ip, count=count
+        )
     finally:
         close_old_connections()
 
@@ -51,7 +61,11 @@ _whole = sync_to_async(_in_pool_thread, thread_sensitive=False)
 
 
 async def key_lookup_async(
-    *, authorization: object, model: object = None, client_ip: str | None = None
+    *,
+    authorization: object,
+    model: object = None,
+    client_ip: str | None = None,
+    count: bool = True,
 ) -> LookupResult:
     """`key_lookup`, awaitable: the same answers, a cached one without leaving the event loop.
 
@@ -63,9 +77,10 @@ async def key_lookup_async(
         return presented
     if not cache.async_read_available():
         # The embedded default's in-process Redis has no socket to await: the sync lookup, whole.
-        return await _whole(authorization, model, client_ip)
-    cached = await cache.aread(presented.public_id)
-    answer = answer_from_cache(presented, cached, model=model)
+        return await _whole(authorization, model, client_ip, count)
+    cached = await cache.aread(presented.public_id, presented.key_hmac, count=count)
+    answer = answer_from_cache(presented, cached, model=model, count=count)
     if answer is not None:
+        await ratelimit.asettle(answer)
         return answer
-    return await _uncached(presented, cached, model, client_ip)
+    return await _uncached(presented, cached, model, client_ip, count)

@@ -24,6 +24,7 @@ from buddy.accounts.selectors import service_token_authenticate_cached
 from buddy.core import errors
 from buddy.http.errors import error_json, error_response
 from buddy.ops import metrics
+from keys.lookup import ratelimit
 from keys.lookup.outcomes import LookupOutcome, LookupResult
 from keys.lookup.selectors import key_lookup
 
@@ -94,14 +95,16 @@ class AuthLookupApi(APIView):
                 },
             ),
             400: OpenApiResponse(description="invalid_json, missing_api_key, model_mismatch"),
-            401: OpenApiResponse(description="invalid_api_key, revoked_api_key"),
+            401: OpenApiResponse(description="invalid_api_key, revoked_api_key, expired_api_key"),
             403: OpenApiResponse(description="service_auth_failed"),
             404: OpenApiResponse(description="deployment_not_found"),
             409: OpenApiResponse(
                 description="deployment_not_ready, deployment_stopped, deployment_failed, "
                 "deployment_terminated"
             ),
-            429: OpenApiResponse(description="rate_limited (with Retry-After)"),
+            429: OpenApiResponse(
+                description="rate_limited, rate_limit_exceeded (both with Retry-After)"
+            ),
         },
         tags=["internal"],
     )
@@ -147,6 +150,9 @@ def lookup(request: HttpRequest) -> HttpResponse:
     response["Cache-Control"] = _NO_STORE
     if result.retry_after:
         response["Retry-After"] = str(result.retry_after)
+    if result.rate is not None:
+        for name, value in ratelimit.headers(result.snapshot, result.rate).items():
+            response[name] = value
     # A refused key is this endpoint's ordinary business, not a server event: Django's
     # "Unauthorized: /internal/v1/auth/lookup" warning on every refusal would only cost CPU and
     # log volume on the hot path.

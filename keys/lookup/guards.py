@@ -21,6 +21,7 @@ from keys.lookup.cache import (
     TOMBSTONE_TTL_SECONDS,
     deployment_generation,
     deployment_tombstone,
+    key_generation,
     key_tombstone,
 )
 from keys.models import ApiKey, PendingCacheGuard
@@ -173,6 +174,14 @@ def invalidate_deployment_on_commit(deployment_id: object) -> None:
     """Make cached answers of this deployment stale now and again once the transaction commits."""
     _bump(deployment_id)
     transaction.on_commit(lambda: _bump(deployment_id))
+
+
+def invalidate_key_on_commit(public_id: str) -> None:
+    """Make cached answers of this key stale now and again once the transaction commits (a change
+    of its expiry or limits: no entry filled from a read before the commit answers after it)."""
+    name = key_generation(public_id)
+    _write(Op.BUMP, [name])
+    transaction.on_commit(lambda: _write(Op.BUMP, [name]))
 
 
 def _deployments_ended(sender: type, deployment_ids: Sequence[object], **kwargs: object) -> None:

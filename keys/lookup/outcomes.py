@@ -11,6 +11,7 @@ from buddy.core import errors
 from buddy.core.errors import ErrorEntry
 from buddy.http.errors import error_body
 from deployments.models import PACK_EXPIRED_STATUS, STATUS_SPEC, TERMINAL_STATUSES
+from keys.lookup.cache import RateState
 
 
 class LookupOutcome(enum.Enum):
@@ -28,12 +29,14 @@ class LookupOutcome(enum.Enum):
     MODEL_MISMATCH = errors.MODEL_MISMATCH
     INVALID_API_KEY = errors.INVALID_API_KEY
     REVOKED_API_KEY = errors.REVOKED_API_KEY
+    EXPIRED_API_KEY = errors.EXPIRED_API_KEY
     DEPLOYMENT_NOT_FOUND = errors.DEPLOYMENT_NOT_FOUND
     DEPLOYMENT_NOT_READY = errors.DEPLOYMENT_NOT_READY.saying("The deployment is not ready yet.")
     DEPLOYMENT_STOPPED = errors.DEPLOYMENT_STOPPED
     DEPLOYMENT_FAILED = errors.DEPLOYMENT_FAILED
     DEPLOYMENT_TERMINATED = errors.DEPLOYMENT_TERMINATED
     RATE_LIMITED = errors.RATE_LIMITED.saying("Too many failed attempts for this key; retry later.")
+    RATE_LIMIT_EXCEEDED = errors.RATE_LIMIT_EXCEEDED
 
     def __init__(self, error: ErrorEntry | None) -> None:
         # Plain attributes, not properties: the hot path reads them on every lookup.
@@ -55,6 +58,13 @@ class KeySnapshot:
     model: str
     endpoint_url: str
     pack_ends_at: datetime | None
+    expires_at: datetime | None = None
+    rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
+
+    @property
+    def has_limits(self) -> bool:
+        return self.rate_limit_rpm is not None or self.rate_limit_tpm is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,7 @@ class LookupResult:
     outcome: LookupOutcome
     snapshot: KeySnapshot | None = None
     retry_after: int | None = None
+    rate: RateState | None = None  # the request's count, for a key with limits
 
     @property
     def ok(self) -> bool:
@@ -89,11 +100,14 @@ _OUTCOME_OF_END_CODE = {
 
 
 def judge(snapshot: KeySnapshot, *, model: object, now: datetime) -> LookupOutcome:
-    """The answer for a verified key, from the contract's order of rows; what a deployment's
+    """The answer for a verified key, from the contract's order of rows (the last,
+    `rate_limit_exceeded`, is `ratelimit.apply`'s, on the count); what a deployment's
     status answers is the status spec's: an ended one, the code of its end; a live one whose pack
     has run out, the code of the end the sweep gives it; one that serves, its endpoint."""
     if snapshot.revoked:
         return LookupOutcome.REVOKED_API_KEY
+    if snapshot.expires_at is not None and snapshot.expires_at <= now:
+        return LookupOutcome.EXPIRED_API_KEY
     if snapshot.deployment_id is None:
         return LookupOutcome.DEPLOYMENT_NOT_FOUND
     status = snapshot.deployment_status

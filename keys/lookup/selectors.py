@@ -19,7 +19,7 @@ from django.utils import timezone
 from buddy.core.conf import per_settings
 from buddy.core.credentials import bearer_token
 from keys import hashing, tokens
-from keys.lookup import cache, limits, usage
+from keys.lookup import cache, limits, ratelimit, usage
 from keys.lookup.outcomes import (
     KeySnapshot,
     LookupOutcome,
@@ -41,6 +41,9 @@ def key_snapshot(key: ApiKey) -> KeySnapshot:
         model=deployment.model_id if deployment else "",
         endpoint_url=deployment.endpoint_url if deployment else "",
         pack_ends_at=deployment.pack_ends_at if deployment else None,
+        expires_at=key.expires_at,
+        rate_limit_rpm=key.rate_limit_rpm,
+        rate_limit_tpm=key.rate_limit_tpm,
     )
 
 
@@ -64,6 +67,9 @@ def _snapshot_of_entry(public_id: str, entry: cache.Entry) -> KeySnapshot:
         model=entry.model,
         endpoint_url=entry.endpoint_url,
         pack_ends_at=entry.pack_ends_at_datetime,
+        expires_at=entry.expires_at_datetime,
+        rate_limit_rpm=entry.rate_limit_rpm,
+        rate_limit_tpm=entry.rate_limit_tpm,
     )
 
 
@@ -107,6 +113,9 @@ def _fresh_snapshot(key_pk: uuid.UUID | str) -> KeySnapshot | None:
             "pk",
             "public_id",
             "revoked_at",
+            "expires_at",
+            "rate_limit_rpm",
+            "rate_limit_tpm",
             "deployment__id",
             "deployment__status",
             "deployment__model_id",
@@ -141,12 +150,15 @@ def presented_key(authorization: object) -> PresentedKey | LookupResult:
 
 
 def answer_from_cache(
-    presented: PresentedKey, cached: cache.CachedRead | None, *, model: object
+    presented: PresentedKey, cached: cache.CachedRead | None, *, model: object, count: bool = True
 ) -> LookupResult | None:
     """Step 2 of `key_lookup`, pure: the answer a cache read gives on its own (an entry whose HMAC
     matches the key, with clear guards of its generation, or a permanent refusal), or None when
     the key must be verified or read from the database (`lookup_uncached`). The sync and the
-    async lookup both judge a read here: one set of rules."""
+    async lookup both judge a read here: one set of rules. Expiry is judged against the clock on
+    every hit; a fresh hit of a key with limits was counted by the read (`cached.rate`), and a
+    200 over a limit answers `rate_limit_exceeded` (`ratelimit.apply`; a refusal's count is
+    taken back by the caller: `ratelimit.settle`)."""
     entry = cached.entry if cached is not None else None
     if entry is None or not hmac.compare_digest(entry.key_hmac, presented.key_hmac):
         return None
@@ -163,13 +175,17 @@ def answer_from_cache(
     if not (fresh or permanent):
         return None
     result = LookupResult(judge(from_cache, model=model, now=timezone.now()), from_cache)
+    if fresh and count and entry.has_limits:
+        if cached.rate is None:  # not counted by the read: the database path counts it
+            return None
+        result = ratelimit.apply(result, cached.rate)
     if result.ok:
         usage.recorder.record(presented.public_id)
     return result
 
 
 def key_lookup(
-    *, authorization: object, model: object = None, client_ip: object = None
+    *, authorization: object, model: object = None, client_ip: object = None, count: bool = True
 ) -> LookupResult:
     """The proxy's lookup: the one entry point every caller (internal API, gateway) uses.
 
@@ -184,16 +200,18 @@ def key_lookup(
     The gateway's `keys.lookup.aio.key_lookup_async` takes the same three steps from its event loop.
 
     `client_ip` is the end client's address as the proxy saw it (ignored unless a valid IP): the
-    failed-verification limit counts per public id and address.
+    failed-verification limit counts per public id and address. `count=False` judges the key
+    without counting the request against its limits (a running stream's recheck).
     """
     presented = presented_key(authorization)
     if isinstance(presented, LookupResult):
         return presented
-    cached = cache.read(presented.public_id)
-    answer = answer_from_cache(presented, cached, model=model)
-    if answer is not None:
-        return answer
-    return lookup_uncached(presented, cached, model=model, client_ip=client_ip)
+    cached = cache.read(presented.public_id, presented.key_hmac, count=count)
+    answer = answer_from_cache(presented, cached, model=model, count=count)
+    if answer is None:
+        answer = lookup_uncached(presented, cached, model=model, client_ip=client_ip, count=count)
+    ratelimit.settle(answer)
+    return answer
 
 
 def lookup_uncached(
@@ -202,8 +220,10 @@ def lookup_uncached(
     *,
     model: object,
     client_ip: object = None,
+    count: bool = True,
 ) -> LookupResult:
-    """Step 3 of `key_lookup`: what the cache read (`cached`) could not answer alone."""
+    """Step 3 of `key_lookup`: what the cache read (`cached`) could not answer alone. A 200 of a
+    key with limits is counted here (`ratelimit.count`), through the read's own Lua."""
     public_id = presented.public_id
     key_hmac = presented.key_hmac
     entry = cached.entry if cached is not None else None
@@ -245,9 +265,14 @@ def lookup_uncached(
                 model=snapshot.model,
                 endpoint_url=snapshot.endpoint_url,
                 pack_ends_at=snapshot.pack_ends_at.timestamp() if snapshot.pack_ends_at else None,
+                expires_at=snapshot.expires_at.timestamp() if snapshot.expires_at else None,
+                rate_limit_rpm=snapshot.rate_limit_rpm,
+                rate_limit_tpm=snapshot.rate_limit_tpm,
             ),
             live=not is_permanent_refusal(snapshot),
         )
+    if count:
+        result = ratelimit.count(result, public_id)
     if result.ok:
         usage.recorder.record(public_id)
     return result

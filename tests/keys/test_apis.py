@@ -26,6 +26,10 @@ KEY_FIELDS = {
     "revoked_at",
     "revoke_reason",
     "secret_available",
+    "expires_at",
+    "rate_limit_rpm",
+    "rate_limit_tpm",
+    "rolled_to",
 }
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -145,7 +149,7 @@ def test_keys_across_deployments_filter_by_deployment_and_status(
 
 
 @pytest.mark.parametrize(
-    "query", ["?status=expired", "?status=", "?deployment=not-a-uuid", "?deployment="]
+    "query", ["?status=gone", "?status=", "?deployment=not-a-uuid", "?deployment="]
 )
 def test_keys_with_an_invalid_filter_are_400(api, query):
     assert_error(api.get(f"/api/v1/keys{query}"), 400, "validation_error")
