@@ -56,9 +56,16 @@ from buddy.http.request_id import HEADER, bind_request_id, log_access, unbind_re
 from buddy.ops.metrics import record_lookup
 from deployments.selectors import deployment_get
 from gateway import upstream
+from gateway.usage import (
+    UsageStream,
+    client_wants_usage,
+    record_completion_usage,
+    tokens_of,
+    with_usage_requested,
+)
 from gateway.validation import parse_json_object, validate_chat_request
 from keys.lookup.aio import key_lookup_async
-from keys.lookup.outcomes import LookupOutcome, LookupResult
+from keys.lookup.outcomes import KeySnapshot, LookupOutcome, LookupResult
 
 logger = logging.getLogger(__name__)
 
@@ -295,8 +302,16 @@ class StreamWatch:
             pass
 
 
-async def relay(ex: Exchange, response: aiohttp.ClientResponse, model: str) -> None:
-    """The upstream's bytes as they arrive, never gathered; closes the upstream however it ends."""
+async def relay(
+    ex: Exchange,
+    response: aiohttp.ClientResponse,
+    snapshot: KeySnapshot,
+    model: str,
+    usage: UsageStream,
+) -> None:
+    """The upstream's bytes as they arrive, never gathered (only the usage the client did not
+    ask for is taken out: `gateway.usage`); closes the upstream however it ends, and records the
+    request with the usage the stream reported (none if it was cut off first)."""
     content_type = response.headers.get("Content-Type", "text/event-stream")
     await ex.start(200, content_type.encode("latin-1"), SSE_HEADERS)
     watch = StreamWatch(ex, response, model)
@@ -306,7 +321,9 @@ async def relay(ex: Exchange, response: aiohttp.ClientResponse, model: str) -> N
         async for chunk in response.content.iter_any():
             if watch.stop is not None or watch.client_gone:
                 break
-            await ex.body(chunk, more=True)
+            passed = usage.feed(chunk)
+            if passed:
+                await ex.body(passed, more=True)
     except upstream.TRANSPORT_ERRORS as exc:
         if watch.stop is None and not watch.client_gone:
             logger.warning("upstream stream broke off: %s", type(exc).__name__)
@@ -316,10 +333,12 @@ async def relay(ex: Exchange, response: aiohttp.ClientResponse, model: str) -> N
     finally:
         watcher.cancel()
         response.close()
+        rest = usage.end()
+        record_completion_usage(snapshot, usage.prompt_tokens, usage.completion_tokens)
     failure = watch.stop or failure
     if watch.client_gone:
         return
-    await ex.body(sse_error(failure) if failure is not None else b"", more=False)
+    await ex.body(rest + (sse_error(failure) if failure is not None else b""), more=False)
 
 
 async def chat_completions(ex: Exchange) -> None:
@@ -359,13 +378,14 @@ async def chat_completions(ex: Exchange) -> None:
         return
     try:
         if not chat.stream:
-            content = await upstream.chat_completion(
+            content, answer = await upstream.chat_completion(
                 endpoint_url=snapshot.endpoint_url, body=chat.body
             )
+            record_completion_usage(snapshot, *(tokens_of(answer) or (0, 0)))
             await ex.answer(200, content)
             return
         response = await upstream.open_chat_stream(
-            endpoint_url=snapshot.endpoint_url, body=chat.body
+            endpoint_url=snapshot.endpoint_url, body=with_usage_requested(chat.body)
         )
     except upstream.UpstreamFailure as exc:
         logger.warning(
@@ -376,7 +396,8 @@ async def chat_completions(ex: Exchange) -> None:
         )
         await ex.domain_error(exc)
         return
-    await relay(ex, response, chat.model)
+    usage = UsageStream(keep_usage=client_wants_usage(chat.body))
+    await relay(ex, response, snapshot, chat.model, usage)
 
 
 def _deployment_created_at(deployment_id: str) -> int:
