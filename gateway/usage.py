@@ -82,6 +82,13 @@ def with_usage_requested(body: dict[str, Any]) -> dict[str, Any]:
 _EVENT = re.compile(rb".*?(?:\r\n\r\n|\n\n|\r\r)", re.DOTALL)
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?\s*')
 _MARK = b'"usage"'
+_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")
+
+
+def _end_of(data: bytes, separator: bytes) -> int:
+    """Where the last event ended by `separator` ends in `data`, or -1."""
+    at = data.rfind(separator)
+    return at + len(separator) if at >= 0 else -1
 
 
 class UsageStream:
@@ -100,10 +107,13 @@ class UsageStream:
         self.completion_tokens = 0
 
     def feed(self, piece: bytes) -> bytes:
-        if not self.pending and _MARK not in piece and piece.endswith((b"\n\n", b"\r\r")):
+        if not self.pending and _MARK not in piece and piece.endswith(_ENDS):
             return piece
         data = self.pending + piece
-        end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\r") + 2, 0)
+        end = max(_end_of(data, b"\n\n"), _end_of(data, b"\r\r"), _end_of(data, b"\r\n\r\n"))
+        if end < 0:  # no event ends in what we have
+            self.pending = data
+            return b""
         whole, self.pending = data[:end], data[end:]
         if _MARK not in whole:
             return whole
