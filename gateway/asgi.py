@@ -25,6 +25,11 @@ Order of answers (the first that applies answers):
 So no one without a valid key gets the body read or learns anything about it, and nothing reaches
 a model server that fails validation.
 
+Usage (README "Usage"): a completion relayed with an upstream 2xx is recorded by
+`gateway.usage.record_completion_usage` (in the process, no I/O); a stream asks its upstream for
+usage and reads it as it passes (`gateway.usage.UsageStream`), taking the usage chunk out when the
+client did not ask for it.
+
 A stream, once started, has sent its status: what ends it early is an SSE error event
 (`data: {"error": ...}`). The key is looked up again at most every `BUDDY_STREAM_RECHECK_SECONDS`
 (one Redis round trip on a hit), and the stream ends with the lookup's refusal (`revoked_api_key`,
@@ -58,9 +63,9 @@ from deployments.selectors import deployment_get
 from gateway import upstream
 from gateway.usage import (
     UsageStream,
-    client_wants_usage,
     record_completion_usage,
     tokens_of,
+    usage_stream,
     with_usage_requested,
 )
 from gateway.validation import parse_json_object, validate_chat_request
@@ -396,8 +401,7 @@ async def chat_completions(ex: Exchange) -> None:
         )
         await ex.domain_error(exc)
         return
-    usage = UsageStream(keep_usage=client_wants_usage(chat.body))
-    await relay(ex, response, snapshot, chat.model, usage)
+    await relay(ex, response, snapshot, chat.model, usage_stream(chat.body))
 
 
 def _deployment_created_at(deployment_id: str) -> int:

@@ -72,11 +72,18 @@ def client_wants_usage(body: dict[str, Any]) -> bool:
 
 
 def with_usage_requested(body: dict[str, Any]) -> dict[str, Any]:
-    """The body sent upstream for a stream: the client's, with `stream_options.include_usage`."""
-    if client_wants_usage(body):
+    """The body sent upstream for a stream: the client's, with `stream_options.include_usage`
+    (the client's as it is while recording is off)."""
+    if client_wants_usage(body) or not _recording():
         return body
     options = body.get("stream_options")
     return {**body, "stream_options": {**(options or {}), "include_usage": True}}
+
+
+def usage_stream(body: dict[str, Any]) -> UsageStream:
+    """The reader of a stream relayed for `body` (it keeps the usage chunk when the client asked
+    for it, or when recording is off and the gateway did not ask)."""
+    return UsageStream(keep_usage=client_wants_usage(body) or not _recording())
 
 
 _EVENT = re.compile(rb".*?(?:\r\n\r\n|\n\n|\r\r)", re.DOTALL)
