@@ -89,7 +89,6 @@ def usage_stream(body: dict[str, Any]) -> UsageStream:
 _EVENT = re.compile(rb".*?(?:\r\n\r\n|\n\n|\r\r)", re.DOTALL)
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?\s*')
 _MARK = b'"usage"'
-_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")
 
 
 def _end_of(data: bytes, separator: bytes) -> int:
@@ -114,10 +113,15 @@ class UsageStream:
         self.completion_tokens = 0
 
     def feed(self, piece: bytes) -> bytes:
-        if not self.pending and _MARK not in piece and piece.endswith(_ENDS):
-            return piece
-        data = self.pending + piece
-        end = max(_end_of(data, b"\n\n"), _end_of(data, b"\r\r"), _end_of(data, b"\r\n\r\n"))
+        if self.pending or piece[-2:] != b"\n\n" or _MARK in piece:
+            return self._feed(piece)
+        return piece  # whole events, none naming usage: on as they are
+
+    def _feed(self, piece: bytes) -> bytes:
+        data = self.pending + piece if self.pending else piece
+        end = data.rfind(b"\n\n") + 2
+        if end < 2 or data.find(b"\r") >= 0:  # no LF-only event end, or CR in play: look harder
+            end = max(_end_of(data, b"\n\n"), _end_of(data, b"\r\r"), _end_of(data, b"\r\n\r\n"))
         if end < 0:  # no event ends in what we have
             self.pending = data
             return b""
