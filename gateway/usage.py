@@ -86,15 +86,17 @@ def usage_stream(body: dict[str, Any]) -> UsageStream:
     return UsageStream(keep_usage=client_wants_usage(body) or not _recording())
 
 
-_EVENT = re.compile(rb".*?(?:\r\n\r\n|\n\n|\r\r)", re.DOTALL)
+_SEPARATORS = (b"\n\n", b"\r\r", b"\r\n\r\n")
+_LF = (b"\n\n",)
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?\s*')
 _MARK = b'"usage"'
 
 
-def _end_of(data: bytes, separator: bytes) -> int:
-    """Where the last event ended by `separator` ends in `data`, or -1."""
-    at = data.rfind(separator)
-    return at + len(separator) if at >= 0 else -1
+def _last_end(data: bytes) -> int:
+    """Where the last whole event in `data` ends, or -1."""
+    separators = _SEPARATORS if b"\r" in data else _LF
+    ends = [e + len(sep) for sep in separators if (e := data.rfind(sep)) >= 0]
+    return max(ends, default=-1)
 
 
 class UsageStream:
@@ -113,22 +115,35 @@ class UsageStream:
         self.completion_tokens = 0
 
     def feed(self, piece: bytes) -> bytes:
-        if self.pending or piece[-2:] != b"\n\n" or _MARK in piece:
-            return self._feed(piece)
-        return piece  # whole events, none naming usage: on as they are
-
-    def _feed(self, piece: bytes) -> bytes:
         data = self.pending + piece if self.pending else piece
-        end = data.rfind(b"\n\n") + 2
-        if end < 2 or data.find(b"\r") >= 0:  # no LF-only event end, or CR in play: look harder
-            end = max(_end_of(data, b"\n\n"), _end_of(data, b"\r\r"), _end_of(data, b"\r\n\r\n"))
-        if end < 0:  # no event ends in what we have
-            self.pending = data
-            return b""
-        whole, self.pending = data[:end], data[end:]
-        if _MARK not in whole:
-            return whole
-        return b"".join(self._event(event) for event in _EVENT.findall(whole))
+        if data[-2:] == b"\n\n":  # the usual piece: whole events
+            self.pending = b""
+            whole = data
+        else:
+            end = _last_end(data)
+            if end < 0:  # no event ends in what we have yet
+                self.pending = data
+                return b""
+            whole, self.pending = data[:end], data[end:]
+        at = whole.find(_MARK)
+        return whole if at < 0 else self._events_naming_usage(whole, at)
+
+    def _events_naming_usage(self, whole: bytes, at: int) -> bytes:
+        """`whole` (whole events) with each event that names usage (the first at `at`) read and
+        passed through `_event`; the events around them are passed on untouched, unparsed."""
+        separators = _SEPARATORS if b"\r" in whole else _LF
+        out: list[bytes] = []
+        start = 0
+        while at >= 0:
+            starts = [e + len(sep) for sep in separators if (e := whole.rfind(sep, start, at)) >= 0]
+            ends = [e + len(sep) for sep in separators if (e := whole.find(sep, at)) >= 0]
+            event_start, event_end = max([start, *starts]), min(ends, default=len(whole))
+            out.append(whole[start:event_start])
+            out.append(self._event(whole[event_start:event_end]))
+            start = event_end
+            at = whole.find(_MARK, start)
+        out.append(whole[start:])
+        return b"".join(out)
 
     def end(self) -> bytes:
         """What is left at the end of the stream (an event without its blank line)."""
