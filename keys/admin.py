@@ -200,8 +200,10 @@ class DeploymentWithKeysAdmin(DeploymentAdmin):
     page rather than the other way round."""
 
     list_display = (*DeploymentAdmin.list_display, "key_count")
-    readonly_fields = (*DeploymentAdmin.readonly_fields, "usage")
     inlines = [ApiKeyInline, *DeploymentAdmin.inlines]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return (*super().get_readonly_fields(request, obj), "usage")
 
     @admin.display(description="usage (all its keys)")
     def usage(self, obj: Deployment) -> SafeString:
