@@ -133,7 +133,10 @@ def test_refused_and_failed_requests_are_not_counted(buddy_url, upstream, deploy
         client.chat.completions.create(model="gemma4:26b", messages=MESSAGES)
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="qwen3.6:27b", messages=MESSAGES)
-    counted = sdk(buddy_url, deploy(f"{upstream.url}/ok").secret)
-    counted.chat.completions.create(model="gemma4:26b", messages=MESSAGES)
-    wait_until(lambda: usage_flush() and UsageHourly.objects.exists(), timeout=30, what="a flush")
+    # A request that counts, after them: once it shows, the refused ones would have too.
+    counted = deploy(f"{upstream.url}/ok")
+    sdk(buddy_url, counted.secret).chat.completions.create(model="gemma4:26b", messages=MESSAGES)
+    assert wait_until(
+        lambda: flushed_counts(counted.default_key_id), timeout=30, what="the counted request"
+    ) == (1, 3, 4)
     assert not UsageHourly.objects.filter(key_id=deployed.default_key_id).exists()

@@ -26,6 +26,7 @@ KEY_FIELDS = {
     "revoked_at",
     "revoke_reason",
     "secret_available",
+    "usage_24h",
 }
 MISSING = "00000000-0000-4000-8000-000000000000"
 
