@@ -8,7 +8,10 @@ Three servers, each one uvicorn process (one worker) with uvloop and httptools w
   one HMAC compare, one POST through a pooled aiohttp session, relayed back (the limit of this
   design in Python);
 - buddy (`buddy.asgi:application`) on PostgreSQL `BENCH_DATABASE_URL` and Redis `BENCH_REDIS_URL`,
-  with a ready deployment whose endpoint is the mock, and its key's lookup cached.
+  with a ready deployment whose endpoint is the mock, and its key's lookup cached; and the same
+  buddy with usage recording off (`BUDDY_USAGE_RECORDING=false`), so that what recording costs
+  (README "Usage": the in-process count per completion, the stream's usage chunk asked for, read
+  and taken out) is measured side by side in the same run.
 
 It prints, for `POST /v1/chat/completions` with a cached key: throughput under wrk (-c16,
 `BENCH_PAIRS` interleaved rounds, medians), the added latency p50 of sequential requests (one
@@ -89,6 +92,11 @@ COMPLETION = json.dumps({
                  "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
 }).encode()
+USAGE_CHUNK = b"data: " + json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
+    "model": "gemma4:26b", "choices": [],
+    "usage": {"prompt_tokens": 3, "completion_tokens": CHUNKS, "total_tokens": 3 + CHUNKS},
+}).encode() + b"\n\n"
 CHUNK = b"data: " + json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
     "model": "gemma4:26b",
@@ -110,6 +118,8 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         for _ in range(CHUNKS):
             await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
+        if b'"include_usage": true' in raw:
+            await send({"type": "http.response.body", "body": USAGE_CHUNK, "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         return
     await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
@@ -420,13 +430,21 @@ def main() -> None:
         )
         buddy_port = _free_port()
         procs["buddy"] = start_uvicorn("buddy.asgi:application", buddy_port, SERVER_ENV, ROOT)
-        ports = {"mock": mock_port, "sketch": sketch_port, "buddy": buddy_port}
+        off_port = _free_port()
+        procs["buddy_off"] = start_uvicorn(
+            "buddy.asgi:application",
+            off_port,
+            {**SERVER_ENV, "BUDDY_USAGE_RECORDING": "false"},
+            ROOT,
+        )
+        ports = {"mock": mock_port, "sketch": sketch_port, "buddy": buddy_port,
+                 "buddy_off": off_port}  # fmt: skip
         keys = dict.fromkeys(ports, key)
         if LITELLM:
             ports["litellm"] = _free_port()
             procs["litellm"] = start_litellm(ports["litellm"], mock_url, work)
             keys["litellm"] = LITELLM_KEY
-        for name in ("sketch", "buddy", *(["litellm"] if LITELLM else [])):
+        for name in ("sketch", "buddy", "buddy_off", *(["litellm"] if LITELLM else [])):
             answer = json.loads(post(ports[name], keys[name], CHAT))  # cached from here on
             assert answer["choices"][0]["message"]["content"] == "hi there", answer
 
@@ -457,10 +475,10 @@ def main() -> None:
         latency = {name: statistics.median(timings[name]) for name in ports}
         stream_cpu = {
             name: stream_cpu_per_chunk_us(procs[name], ports[name], key)
-            for name in ("sketch", "buddy")
+            for name in ("sketch", "buddy", "buddy_off")
         }
         # And once more, the other way round, to see the noise of the shared machine.
-        for name in ("buddy", "sketch"):
+        for name in ("buddy_off", "buddy", "sketch"):
             stream_cpu[name] = min(
                 stream_cpu[name], stream_cpu_per_chunk_us(procs[name], ports[name], key)
             )
@@ -482,6 +500,7 @@ def main() -> None:
         "mock": "mock model server, direct",
         "sketch": "raw-ASGI sketch (aiohttp, 1 GET)",
         "buddy": "buddy's gateway",
+        "buddy_off": "buddy, usage recording off",
         "litellm": "LiteLLM proxy (1 worker, no DB)",
     }
     for name in ports:
@@ -511,6 +530,16 @@ def main() -> None:
         f"buddy {stream_cpu['buddy']:.1f} us,"
         f" sketch {stream_cpu['sketch']:.1f} us -> ratio "
         f"{stream_cpu['buddy'] / max(stream_cpu['sketch'], 1e-3):.2f}  (target <= 1.5)"
+    )
+    on, off = runs["buddy"], runs["buddy_off"]
+    print(
+        f"usage recording: throughput on / off {rps['buddy'] / rps['buddy_off']:.3f} (per round: "
+        + ", ".join(f"{a['rps'] / b['rps']:.3f}" for a, b in zip(on, off, strict=True))
+        + f"); server CPU per request on {cpu['buddy']:.0f} us, off {cpu['buddy_off']:.0f} us "
+        f"-> recording costs {100 * (cpu['buddy'] / cpu['buddy_off'] - 1):+.1f} % "
+        f"(target <= 5 %); stream CPU per chunk on {stream_cpu['buddy']:.1f} us, off "
+        f"{stream_cpu['buddy_off']:.1f} us -> "
+        f"{100 * (stream_cpu['buddy'] / stream_cpu['buddy_off'] - 1):+.1f} %"
     )
     if "litellm" in rps:
         print(

@@ -8,11 +8,15 @@ process) and the same Redis, and counts the process's CPU time per request (`tim
 interleaved in rounds: buddy (`buddy.asgi.application`, a cached key, its access line written to a
 file at INFO as in production) and the sketch of `bench/gateway.py` (one Redis GET, one HMAC, one
 pooled aiohttp POST). What uvicorn costs per request is the same for both and left out, so the
-difference between the two is what buddy's own code costs.
+difference between the two is what buddy's own code costs. buddy runs twice per round, with usage
+recording on (as deployed) and off (`BUDDY_USAGE_RECORDING=false`): the difference is what
+recording costs a request (README "Usage"); and the same for streams of `BENCH_STREAM_CHUNKS`
+chunks (`BENCH_STREAM_REQUESTS` per round), per chunk.
 
 Run: `.venv/bin/python bench/gateway_app_cpu.py` (PostgreSQL and Redis as for `make bench-gateway`).
 Environment: BENCH_DATABASE_URL, BENCH_REDIS_URL (as bench/gateway.py), BENCH_REQUESTS (4000 per
-round), BENCH_ROUNDS (5), BENCH_CONCURRENCY (16), BENCH_BUDDY_LOG_LEVEL (INFO).
+round), BENCH_ROUNDS (5), BENCH_CONCURRENCY (16), BENCH_BUDDY_LOG_LEVEL (INFO),
+BENCH_STREAM_REQUESTS (160 per round), BENCH_STREAM_CHUNKS (200, as bench/gateway.py).
 """
 
 from __future__ import annotations
@@ -41,6 +45,17 @@ _spec.loader.exec_module(bench)
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "4000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+STREAM_REQUESTS = int(os.environ.get("BENCH_STREAM_REQUESTS", "160"))
+
+
+def _recording(on: bool) -> None:
+    """Usage recording on or off for what runs next (the gateway reads it once per settings)."""
+    from django.conf import settings
+
+    from buddy.core.conf import forget
+
+    settings.BUDDY_USAGE_RECORDING = on
+    forget()
 
 
 def _scope(key: str) -> dict[str, Any]:
@@ -87,9 +102,9 @@ async def _one(app: Any, scope: dict[str, Any], body: bytes) -> int:
     return status
 
 
-async def _round(app: Any, scope: dict[str, Any], body: bytes) -> float:
-    """CPU seconds per request of `REQUESTS` requests, `CONCURRENCY` at a time."""
-    per_worker = REQUESTS // CONCURRENCY
+async def _round(app: Any, scope: dict[str, Any], body: bytes, requests: int = REQUESTS) -> float:
+    """CPU seconds per request of `requests` requests, `CONCURRENCY` at a time."""
+    per_worker = requests // CONCURRENCY
 
     async def worker() -> None:
         for _ in range(per_worker):
@@ -123,7 +138,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-app-cpu-"))
     (work / "bench_mock.py").write_text(bench.MOCK_APP)
     port = bench._free_port()
-    mock = bench.start_uvicorn("bench_mock:app", port, {"BENCH_STREAM_CHUNKS": "1"}, work)
+    chunks = {"BENCH_STREAM_CHUNKS": str(bench.STREAM_CHUNKS)}
+    mock = bench.start_uvicorn("bench_mock:app", port, chunks, work)
     try:
         mock_url = f"http://127.0.0.1:{port}"
         key = bench.create_key(mock_url)
@@ -139,17 +155,30 @@ def main() -> None:
 
         from buddy.asgi import application as buddy_app
 
-        apps = {"buddy": buddy_app, "sketch": sketch.app}
+        apps = {"buddy": buddy_app, "buddy_off": buddy_app, "sketch": sketch.app}
         scope, body = _scope(key), bench.CHAT.encode()
+        stream_body = bench.STREAM_CHAT.encode()
+        stream_scope = _scope(key)
+        stream_scope["headers"] = [
+            (b"content-length", str(len(stream_body)).encode()) if name == b"content-length"
+            else (name, value)
+            for name, value in stream_scope["headers"]
+        ]  # fmt: skip
 
         async def run() -> dict[str, list[float]]:
             for app in apps.values():  # warm: connections, the key's cache entry, imports
                 for _ in range(50):
                     assert await _one(app, scope, body) == 200
-            cpu: dict[str, list[float]] = {name: [] for name in apps}
+            cpu: dict[str, list[float]] = {name: [] for name in [*apps, "stream", "stream_off"]}
             for _ in range(ROUNDS):
                 for name, app in apps.items():
+                    _recording(name != "buddy_off")
                     cpu[name].append(await _round(app, scope, body))
+                for name in ("stream", "stream_off"):
+                    _recording(name == "stream")
+                    per_stream = await _round(buddy_app, stream_scope, stream_body, STREAM_REQUESTS)
+                    cpu[name].append(per_stream / bench.STREAM_CHUNKS)
+            _recording(True)
             return cpu
 
         try:
@@ -172,6 +201,22 @@ def main() -> None:
         print(f"{name:6s} {median:7.1f} us   (rounds: {rounds_us})")
     print(f"buddy - sketch: {buddy_us - sketch_us:.1f} us per request; buddy / sketch "
           f"{buddy_us / sketch_us:.2f} (per round: {rounds})")  # fmt: skip
+    off_us = statistics.median(cpu["buddy_off"]) * 1e6
+    print(
+        f"usage recording: on {buddy_us:.1f} us, off {off_us:.1f} us per request -> "
+        f"{100 * (buddy_us / off_us - 1):+.1f} % (target <= 5 %; per round: "
+        f"{_changes(cpu['buddy'], cpu['buddy_off'])})"
+    )
+    s_on, s_off = (statistics.median(cpu[n]) * 1e6 for n in ("stream", "stream_off"))
+    print(
+        f"usage recording, streams of {bench.STREAM_CHUNKS} chunks: on {s_on:.2f} us, off "
+        f"{s_off:.2f} us per chunk -> {100 * (s_on / s_off - 1):+.1f} % (per round: "
+        f"{_changes(cpu['stream'], cpu['stream_off'])})"
+    )
+
+
+def _changes(on: list[float], off: list[float]) -> str:
+    return ", ".join(f"{100 * (a / b - 1):+.1f}" for a, b in zip(on, off, strict=True))
 
 
 if __name__ == "__main__":

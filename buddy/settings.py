@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "buddy.accounts",
     "deployments",
+    "usage",
     "keys",
     "gateway",
 ]
@@ -322,6 +323,26 @@ BUDDY_LOOKUP_LAST_USED_LOCAL_FLUSH_SECONDS = env.float(
 BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS = env.float(
     "BUDDY_LOOKUP_LAST_USED_FLUSH_SECONDS", default=30.0
 )
+# Usage metering (README "Usage"): each web process hands its counts to Redis every
+# BUDDY_USAGE_LOCAL_FLUSH_SECONDS, beat moves Redis' counts into the hourly rollup every
+# BUDDY_USAGE_FLUSH_SECONDS (their sum bounds how late usage shows: at most 60 s, checked here),
+# and folds hourly rows older than BUDDY_USAGE_HOURLY_RETENTION_DAYS into daily rows.
+BUDDY_USAGE_RECORDING = _bool("BUDDY_USAGE_RECORDING", True)
+BUDDY_USAGE_LOCAL_FLUSH_SECONDS = env.float("BUDDY_USAGE_LOCAL_FLUSH_SECONDS", default=5.0)
+BUDDY_USAGE_FLUSH_SECONDS = env.float("BUDDY_USAGE_FLUSH_SECONDS", default=20.0)
+if not (
+    BUDDY_USAGE_LOCAL_FLUSH_SECONDS > 0
+    and BUDDY_USAGE_FLUSH_SECONDS > 0
+    and BUDDY_USAGE_LOCAL_FLUSH_SECONDS + BUDDY_USAGE_FLUSH_SECONDS <= 50
+):
+    raise ImproperlyConfigured(
+        "BUDDY_USAGE_LOCAL_FLUSH_SECONDS and BUDDY_USAGE_FLUSH_SECONDS must be positive and sum "
+        "to at most 50 (usage is visible within 60 s)"
+    )
+BUDDY_USAGE_HOURLY_RETENTION_DAYS = env.int("BUDDY_USAGE_HOURLY_RETENTION_DAYS", default=90)
+if BUDDY_USAGE_HOURLY_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("BUDDY_USAGE_HOURLY_RETENTION_DAYS must be at least 1")
+BUDDY_USAGE_FOLD_SECONDS = env.float("BUDDY_USAGE_FOLD_SECONDS", default=3600.0)
 
 # --- Django REST framework --------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -484,6 +505,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.write_pending_guards",
         "schedule": BUDDY_LOOKUP_PENDING_GUARDS_SECONDS,
         "options": {"expires": BUDDY_LOOKUP_PENDING_GUARDS_SECONDS},
+    },
+    "flush-usage": {
+        "task": "usage.flush",
+        "schedule": BUDDY_USAGE_FLUSH_SECONDS,
+        "options": {"expires": BUDDY_USAGE_FLUSH_SECONDS},
+    },
+    "fold-usage": {
+        "task": "usage.fold",
+        "schedule": BUDDY_USAGE_FOLD_SECONDS,
+        "options": {"expires": BUDDY_USAGE_FOLD_SECONDS},
     },
 }
 # The embedded default has no beat process: the web process runs the same schedule in a thread.

@@ -37,9 +37,15 @@ urlpatterns = [
         key_apis.DeploymentKeyListCreateApi.as_view(),
         name="deployment-keys",
     ),
+    path(
+        "deployments/<uuid:deployment_id>/usage",
+        key_apis.DeploymentUsageApi.as_view(),
+        name="deployment-usage",
+    ),
     path("keys", key_apis.KeyListApi.as_view(), name="keys"),
     path("keys/<uuid:key_id>", key_apis.KeyDetailApi.as_view(), name="key-detail"),
     path("keys/<uuid:key_id>/reveal", key_apis.KeyRevealApi.as_view(), name="key-reveal"),
     path("keys/<uuid:key_id>/revoke", key_apis.KeyRevokeApi.as_view(), name="key-revoke"),
     path("keys/<uuid:key_id>/roll", key_apis.KeyRollApi.as_view(), name="key-roll"),
+    path("keys/<uuid:key_id>/usage", key_apis.KeyUsageApi.as_view(), name="key-usage"),
 ]

@@ -3,10 +3,12 @@
 from django.urls import path
 
 from deployments.internal_apis import DeploymentStatusCallbackApi
+from keys.internal_apis import UsageReportApi
 from keys.lookup.apis import AuthLookupApi
 
 urlpatterns: list = [
     path("auth/lookup", AuthLookupApi.as_view(), name="internal-auth-lookup"),
+    path("usage", UsageReportApi.as_view(), name="internal-usage"),
     path(
         "deployments/<str:deployment_id>/status",
         DeploymentStatusCallbackApi.as_view(),

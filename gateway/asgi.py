@@ -32,6 +32,11 @@ when it ends (`keys.lookup.ratelimit.tokens_spent`), only for a key with a TPM l
 So no one without a valid key gets the body read or learns anything about it, and nothing reaches
 a model server that fails validation.
 
+Usage (README "Usage"): a completion relayed with an upstream 2xx is recorded by
+`gateway.usage.record_completion_usage` (in the process, no I/O); a stream asks its upstream for
+usage and reads it as it passes (`gateway.usage.UsageStream`), taking the usage chunk out when the
+client did not ask for it.
+
 A stream, once started, has sent its status: what ends it early is an SSE error event
 (`data: {"error": ...}`). The key is looked up again at most every `BUDDY_STREAM_RECHECK_SECONDS`
 (one Redis round trip on a hit), and the stream ends with the lookup's refusal (`revoked_api_key`,
@@ -63,10 +68,17 @@ from buddy.http.request_id import HEADER, bind_request_id, log_access, unbind_re
 from buddy.ops.metrics import record_lookup
 from deployments.selectors import deployment_get
 from gateway import upstream
+from gateway.usage import (
+    UsageStream,
+    record_completion_usage,
+    tokens_of,
+    usage_stream,
+    with_usage_requested,
+)
 from gateway.validation import parse_json_object, validate_chat_request
 from keys.lookup import ratelimit
 from keys.lookup.aio import key_lookup_async
-from keys.lookup.outcomes import LookupOutcome, LookupResult
+from keys.lookup.outcomes import KeySnapshot, LookupOutcome, LookupResult
 
 logger = logging.getLogger(__name__)
 
@@ -307,42 +319,27 @@ class StreamWatch:
             pass
 
 
-class StreamTokens:
-    """The tokens a relayed stream reports (`usage.total_tokens` of its last usage chunk), read
-    from its SSE lines as they pass; kept only for a key with a TPM limit."""
-
-    def __init__(self) -> None:
-        self.pending = b""
-        self.total = 0
-
-    def feed(self, chunk: bytes) -> None:
-        lines = (self.pending + chunk).split(b"\n")
-        self.pending = lines.pop()[-65536:]
-        for line in lines:
-            if line.startswith(b"data:") and b'"usage"' in line:
-                self.total = usage_tokens(line[5:]) or self.total
-
-
-def usage_tokens(content: bytes) -> int:
-    """`usage.total_tokens` of an OpenAI answer (or stream chunk), 0 when it has none."""
-    try:
-        usage = json.loads(content).get("usage")
-        total = usage.get("total_tokens") if isinstance(usage, dict) else None
-    except (ValueError, AttributeError, RecursionError):
-        return 0
-    return total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else 0
+async def tokens_spent(snapshot: KeySnapshot, tokens: int) -> None:
+    """A relayed completion's tokens, counted in its key's TPM window (a key with a TPM limit
+    only: the others need no count). With `record_completion_usage`, what the gateway does with
+    a completion's usage."""
+    if snapshot.rate_limit_tpm is not None and tokens > 0:
+        await ratelimit.atokens_spent(public_id=snapshot.public_id, tokens=tokens)
 
 
 async def relay(
     ex: Exchange,
     response: aiohttp.ClientResponse,
+    snapshot: KeySnapshot,
     model: str,
-    extra_headers: dict[str, str] | None = None,
-    tokens: StreamTokens | None = None,
+    usage: UsageStream,
+    extra_headers: dict[str, str],
 ) -> None:
-    """The upstream's bytes as they arrive, never gathered; closes the upstream however it ends."""
+    """The upstream's bytes as they arrive, never gathered (only the usage the client did not
+    ask for is taken out: `gateway.usage`); closes the upstream however it ends, and records the
+    request with the usage the stream reported (none if it was cut off first)."""
     content_type = response.headers.get("Content-Type", "text/event-stream")
-    await ex.start(200, content_type.encode("latin-1"), {**SSE_HEADERS, **(extra_headers or {})})
+    await ex.start(200, content_type.encode("latin-1"), {**SSE_HEADERS, **extra_headers})
     watch = StreamWatch(ex, response, model)
     watcher = asyncio.ensure_future(watch.run())
     failure: DomainError | None = None
@@ -350,9 +347,9 @@ async def relay(
         async for chunk in response.content.iter_any():
             if watch.stop is not None or watch.client_gone:
                 break
-            if tokens is not None:
-                tokens.feed(chunk)
-            await ex.body(chunk, more=True)
+            passed = usage.feed(chunk)
+            if passed:
+                await ex.body(passed, more=True)
     except upstream.TRANSPORT_ERRORS as exc:
         if watch.stop is None and not watch.client_gone:
             logger.warning("upstream stream broke off: %s", type(exc).__name__)
@@ -362,10 +359,13 @@ async def relay(
     finally:
         watcher.cancel()
         response.close()
+        rest = usage.end()
+        record_completion_usage(snapshot, usage.prompt_tokens, usage.completion_tokens)
+    await tokens_spent(snapshot, usage.prompt_tokens + usage.completion_tokens)
     failure = watch.stop or failure
     if watch.client_gone:
         return
-    await ex.body(sse_error(failure) if failure is not None else b"", more=False)
+    await ex.body(rest + (sse_error(failure) if failure is not None else b""), more=False)
 
 
 async def chat_completions(ex: Exchange) -> None:
@@ -411,20 +411,18 @@ async def chat_completions(ex: Exchange) -> None:
     except DomainError as exc:
         await ex.domain_error(exc)
         return
-    counts_tokens = snapshot.rate_limit_tpm is not None
     try:
         if not chat.stream:
-            content = await upstream.chat_completion(
+            content, answer = await upstream.chat_completion(
                 endpoint_url=snapshot.endpoint_url, body=chat.body
             )
+            prompt_tokens, completion_tokens = tokens_of(answer) or (0, 0)
+            record_completion_usage(snapshot, prompt_tokens, completion_tokens)
             await ex.answer(200, content, limit_headers)
-            if counts_tokens:
-                await ratelimit.atokens_spent(
-                    public_id=snapshot.public_id, tokens=usage_tokens(content)
-                )
+            await tokens_spent(snapshot, prompt_tokens + completion_tokens)
             return
         response = await upstream.open_chat_stream(
-            endpoint_url=snapshot.endpoint_url, body=chat.body
+            endpoint_url=snapshot.endpoint_url, body=with_usage_requested(chat.body)
         )
     except upstream.UpstreamFailure as exc:
         logger.warning(
@@ -435,12 +433,7 @@ async def chat_completions(ex: Exchange) -> None:
         )
         await ex.domain_error(exc)
         return
-    tokens = StreamTokens() if counts_tokens else None
-    try:
-        await relay(ex, response, chat.model, limit_headers, tokens)
-    finally:
-        if tokens is not None and tokens.total:
-            await ratelimit.atokens_spent(public_id=snapshot.public_id, tokens=tokens.total)
+    await relay(ex, response, snapshot, chat.model, usage_stream(chat.body), limit_headers)
 
 
 def _deployment_created_at(deployment_id: str) -> int:

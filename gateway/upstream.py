@@ -177,8 +177,11 @@ async def _refusal(response: aiohttp.ClientResponse) -> UpstreamFailure:
     return status_failure(response, content)
 
 
-async def chat_completion(*, endpoint_url: str, body: dict[str, Any]) -> bytes:
-    """A non-streamed completion: the upstream's JSON answer, verbatim."""
+async def chat_completion(
+    *, endpoint_url: str, body: dict[str, Any]
+) -> tuple[bytes, dict[str, Any]]:
+    """A non-streamed completion: the upstream's JSON answer, verbatim, and parsed (for its
+    `usage`)."""
     response = await _post(endpoint_url, body)
     if not 200 <= response.status < 300:
         raise await _refusal(response)
@@ -194,7 +197,7 @@ async def chat_completion(*, endpoint_url: str, body: dict[str, Any]) -> bytes:
         answer = None
     if not isinstance(answer, dict):
         raise UpstreamFailure("The model server answered with something other than JSON.")
-    return content
+    return content, answer
 
 
 async def open_chat_stream(*, endpoint_url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:

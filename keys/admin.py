@@ -15,6 +15,8 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from buddy.core.errors import DomainError
 from buddy.http.admin_actions import (
@@ -29,6 +31,46 @@ from deployments.models import Deployment
 from keys import services
 from keys.models import ApiKey, KeyStatus, RevokeReason, key_status_q
 from keys.tokens import PREFIX
+from usage.selectors import UsageSeries, usage_series
+from usage.serializers import DEFAULT_SPAN
+
+
+def usage_html(*, key_id: Any = None, deployment_id: Any = None) -> SafeString:
+    """Usage in the admin: the last 24 hours, and the last 30 days by UTC day (days with traffic;
+    the console API has the hours)."""
+    now = timezone.now()
+
+    def series(granularity: str) -> UsageSeries:
+        return usage_series(
+            key_id=key_id,
+            deployment_id=deployment_id,
+            granularity=granularity,
+            since=now - DEFAULT_SPAN[granularity],
+            until=now,
+        )
+
+    last_24h, days = series("hour").totals, series("day")
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (f"{b.start:%Y-%m-%d}", b.requests, b.prompt_tokens, b.completion_tokens)
+            for b in reversed(days.buckets)
+        ),
+    )
+    return format_html(
+        "<p>Last 24 h: {} requests, {} tokens ({} prompt, {} completion). "
+        "Last 30 days: {} requests, {} tokens.</p>"
+        "<table><thead><tr><th>UTC day</th><th>requests</th><th>prompt tokens</th>"
+        "<th>completion tokens</th></tr></thead><tbody>{}</tbody></table>",
+        last_24h.requests,
+        last_24h.total_tokens,
+        last_24h.prompt_tokens,
+        last_24h.completion_tokens,
+        days.totals.requests,
+        days.totals.total_tokens,
+        rows,
+    )
 
 
 class KeyStatusFilter(admin.SimpleListFilter):
@@ -121,10 +163,15 @@ class ApiKeyAdmin(RefuseSecretLookups):
         "revoked_at",
         "revoke_reason",
         "secret_revealed_at",
+        "usage",
     )
     form = KeyChangeForm
     readonly_fields = tuple(field for field in fields if field not in EDITABLE_FIELDS)
     actions = ["revoke"]
+
+    @admin.display(description="usage")
+    def usage(self, obj: ApiKey) -> SafeString:
+        return usage_html(key_id=obj.pk)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[ApiKey], search_term: str
@@ -204,6 +251,13 @@ class DeploymentWithKeysAdmin(DeploymentAdmin):
 
     list_display = (*DeploymentAdmin.list_display, "key_count")
     inlines = [ApiKeyInline, *DeploymentAdmin.inlines]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return (*super().get_readonly_fields(request, obj), "usage")
+
+    @admin.display(description="usage (all its keys)")
+    def usage(self, obj: Deployment) -> SafeString:
+        return usage_html(deployment_id=obj.pk)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Deployment]:
         return (

@@ -37,7 +37,10 @@ from keys.serializers import (
     KeySecretOutputSerializer,
     KeyStatusFilterSerializer,
     KeyUpdateInputSerializer,
+    key_usage_context,
 )
+from usage.selectors import usage_series
+from usage.serializers import UsageOutputSerializer, UsageQuerySerializer, usage_series_data
 
 _STATUS_PARAMETER = OpenApiParameter(
     "status",
@@ -78,7 +81,11 @@ class DeploymentKeyListCreateApi(APIView):
             status=filters.get("status"),
         )
         return paginated_response(
-            request=request, view=self, queryset=keys, serializer_class=KeyOutputSerializer
+            request=request,
+            view=self,
+            queryset=keys,
+            serializer_class=KeyOutputSerializer,
+            context=key_usage_context,
         )
 
     @extend_schema(
@@ -132,7 +139,11 @@ class KeyListApi(APIView):
             status=filters.get("status"),
         )
         return paginated_response(
-            request=request, view=self, queryset=keys, serializer_class=KeyOutputSerializer
+            request=request,
+            view=self,
+            queryset=keys,
+            serializer_class=KeyOutputSerializer,
+            context=key_usage_context,
         )
 
 
@@ -218,3 +229,49 @@ class KeyRevokeApi(APIView):
         request.data  # noqa: B018 - a body, if any, must be JSON (400 invalid_json)
         key = services.key_revoke(key_id=key.pk, actor=console_actor(request))
         return Response(KeyOutputSerializer(key).data)
+
+
+_USAGE_PARAMETERS = [
+    OpenApiParameter("granularity", enum=["hour", "day"], description="Default hour."),
+    OpenApiParameter(
+        "since",
+        type=OpenApiTypes.DATETIME,
+        description="ISO 8601 (UTC when no offset). Default: 24 h (hour) or 30 days (day) "
+        "before until; at most 31 days of hours, 400 days of days.",
+    ),
+    OpenApiParameter("until", type=OpenApiTypes.DATETIME, description="Default: now."),
+]
+
+
+class KeyUsageApi(APIView):
+    @extend_schema(
+        operation_id="keys_usage",
+        parameters=_USAGE_PARAMETERS,
+        responses={
+            200: UsageOutputSerializer,
+            400: error_response("validation_error"),
+            404: error_response("not_found"),
+        },
+        summary="The key's requests and tokens, by UTC hour or day",
+    )
+    def get(self, request: Request, key_id: str) -> Response:
+        key = owned_key(request, key_id)
+        query = validated_query(UsageQuerySerializer, request)
+        return Response(usage_series_data(usage_series(key_id=key.pk, **query)))
+
+
+class DeploymentUsageApi(APIView):
+    @extend_schema(
+        operation_id="deployments_usage",
+        parameters=_USAGE_PARAMETERS,
+        responses={
+            200: UsageOutputSerializer,
+            400: error_response("validation_error"),
+            404: error_response("not_found"),
+        },
+        summary="The deployment's requests and tokens (all its keys), by UTC hour or day",
+    )
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        query = validated_query(UsageQuerySerializer, request)
+        return Response(usage_series_data(usage_series(deployment_id=deployment.pk, **query)))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from buddy.http.api import BlankAsNullCharField, StrictCharField, StrictIntegerField
 from keys.models import KeyStatus
 from keys.services import MAX_RATE_LIMIT_RPM, MAX_RATE_LIMIT_TPM, MAX_ROLL_GRACE_SECONDS
+from usage.selectors import usage_24h_for_keys
+from usage.serializers import Usage24hSerializer
 
 KEY_STATUSES = list(KeyStatus.values)
 
@@ -32,6 +37,24 @@ class KeyOutputSerializer(serializers.Serializer):
     rolled_to = serializers.UUIDField(
         source="rolled_to_id", allow_null=True, help_text="The key that replaced it by a roll."
     )
+    usage_24h = serializers.SerializerMethodField()
+
+    @extend_schema_field(Usage24hSerializer)
+    def get_usage_24h(self, key: Any) -> dict[str, int]:
+        """From the page's one aggregate query (context `usage_24h`, see `key_usage_context`),
+        else this key's own."""
+        found = self.context.get("usage_24h")
+        if found is None:
+            found = usage_24h_for_keys(key_ids=[key.pk])
+        totals = found.get(key.pk)
+        if totals is None:
+            return {"requests": 0, "total_tokens": 0}
+        return {"requests": totals.requests, "total_tokens": totals.total_tokens}
+
+
+def key_usage_context(keys: Any) -> dict[str, Any]:
+    """The serializer context of a page of keys: their last 24 h of usage in one query."""
+    return {"usage_24h": usage_24h_for_keys(key_ids=[key.pk for key in keys])}
 
 
 class KeyCreatedOutputSerializer(KeyOutputSerializer):

@@ -368,3 +368,26 @@ def test_no_lookup_on_a_hash_or_digest_field_is_allowed_from_the_url(
     # Ordinary filters still work.
     ok = admin_client.get(reverse(KEYS_CHANGELIST), {"name": "laptop"})
     assert ok.status_code == 200 and list(ok.context["cl"].result_list) == [key]
+
+
+def test_key_and_deployment_pages_show_their_usage(admin_client, keyed_deployment):
+    from django.utils import timezone
+
+    from usage.models import UsageHourly
+    from usage.selectors import floor_hour
+
+    key = keyed_deployment.keys.get(name="ci")
+    hour = floor_hour(timezone.now())
+    for k, requests in [(key, 3), (keyed_deployment.keys.get(name="laptop"), 4)]:
+        UsageHourly.objects.create(
+            key_id=k.pk, deployment_id=keyed_deployment.pk, hour=hour, requests=requests,
+            prompt_tokens=10 * requests, completion_tokens=requests,
+        )  # fmt: skip
+
+    key_page = admin_client.get(reverse("admin:keys_apikey_change", args=[key.pk]))
+    assert b"Last 24 h: 3 requests, 33 tokens (30 prompt, 3 completion)" in key_page.content
+    deployment_page = admin_client.get(
+        reverse("admin:deployments_deployment_change", args=[keyed_deployment.pk])
+    )
+    assert b"Last 24 h: 7 requests, 77 tokens" in deployment_page.content
+    assert f"<td>{hour:%Y-%m-%d}</td><td>7</td>".encode() in deployment_page.content

@@ -8,15 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("buddy", "keys", "deployments", "gateway")
+PACKAGES = ("buddy", "keys", "usage", "deployments", "gateway")
 KERNEL = ("buddy.core", "buddy.http", "buddy.ops", "buddy.accounts")
 # Who may import whom, app by app (the kernel is below every app; wiring is above everything).
 ALLOWED = {
     "kernel": {"kernel"},
     "deployments": {"kernel", "deployments"},
-    "keys": {"kernel", "deployments", "keys"},
-    "gateway": {"kernel", "deployments", "keys", "gateway"},
-    "wiring": {"kernel", "deployments", "keys", "gateway", "wiring"},
+    "usage": {"kernel", "deployments", "usage"},
+    "keys": {"kernel", "deployments", "usage", "keys"},
+    "gateway": {"kernel", "deployments", "usage", "keys", "gateway"},
+    "wiring": {"kernel", "deployments", "usage", "keys", "gateway", "wiring"},
 }
 
 

@@ -5,7 +5,8 @@ scheduler differences below follow from that one value, and nothing else in budd
 it runs in (the database and the provisioner are the defaults of their own settings). Everything
 not listed here is the production code, run as it is: the lookup cache and its guards, the failure
 counters, last use (recorder -> the Redis sorted set -> `keys.flush_last_used`, which the scheduler
-runs), task failure counts, `/readyz` (the in-process Redis answers its ping).
+runs), usage (recorder -> Redis' hourly hashes -> `usage.flush`, run by the scheduler), task
+failure counts, `/readyz` (the in-process Redis answers its ping).
 
 What differs (production in brackets), and the one setting or function that selects it:
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db.models import QuerySet
@@ -118,10 +118,14 @@ def paginated_response(
     view: Any,
     queryset: QuerySet[Any],
     serializer_class: type[serializers.BaseSerializer],
+    context: Callable[[list[Any]], dict[str, Any]] | None = None,
 ) -> Response:
+    """One page; `context(page)` gives the serializer what the whole page needs (read once for
+    the page, not once per row)."""
     paginator = ConsolePagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+    page = list(paginator.paginate_queryset(queryset, request, view=view) or [])
+    extra = context(page) if context is not None else {}
+    return paginator.get_paginated_response(serializer_class(page, many=True, context=extra).data)
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:

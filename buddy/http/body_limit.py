@@ -2,7 +2,8 @@
 request_too_large`, API.md "Operations (v2)").
 
 Two limits: `BUDDY_GATEWAY_MAX_BODY_BYTES` (4 MiB) for the OpenAI-compatible paths (`/v1/`, and
-the built-in model server `/local-model/v1/` the gateway relays those bodies to), and
+the built-in model server `/local-model/v1/` the gateway relays those bodies to) and the proxy's
+usage batches (`/internal/v1/usage`, up to 1,000 records), and
 `BUDDY_MAX_BODY_BYTES` (64 KiB) for every other path (console, internal API, admin, probes).
 
 Two places enforce them, because the servers read bodies at different times:
@@ -32,6 +33,8 @@ from buddy.http.errors import error_json, error_response
 
 # The OpenAI-compatible API and the built-in model server it relays to: chat bodies are large.
 GATEWAY_PREFIXES = ("/v1/", "/local-model/v1/")
+# Other paths with the gateway's limit: the proxy's usage batches (1,000 records, ~150 KB).
+LARGE_BODY_PATHS = frozenset({"/internal/v1/usage"})
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,7 +45,7 @@ Send = Callable[[Message], Awaitable[None]]
 def max_body_bytes(path: str) -> int:
     """The largest body accepted on `path`."""
     gateway, other = _limits()
-    return gateway if path.startswith(GATEWAY_PREFIXES) else other
+    return gateway if path.startswith(GATEWAY_PREFIXES) or path in LARGE_BODY_PATHS else other
 
 
 @per_settings

@@ -99,6 +99,9 @@ class FakeOrchestrator:
 # --- the fake model server ------------------------------------------------------------------------
 
 
+STREAM_PROMPT_TOKENS = 5
+
+
 @dataclass
 class Recorded:
     path: str
@@ -116,7 +119,12 @@ class FakeUpstream:
     - `/breaks`: streams one chunk, then drops the connection;
     - `/hangs`: streams one chunk, then waits until its client goes away (sets `disconnected`);
     - `/drip`: streams a chunk every 50 ms until its client goes away (sets `disconnected`);
-    - `/fail`: 500; `/refuses`: 400 with an OpenAI error body; `/unauthorized`: 401.
+    - `/fail`: 500; `/refuses`: 400 with an OpenAI error body; `/unauthorized`: 401;
+    - `/nullusage`: like `/ok`, but once asked for usage it marks every chunk `"usage": null`
+      (as OpenAI does).
+
+    Streams honour `stream_options.include_usage` as OpenAI and vLLM do: a last chunk with empty
+    `choices` and `usage` (`STREAM_PROMPT_TOKENS`, and one completion token per word).
     """
 
     url: str = ""
@@ -192,14 +200,18 @@ class FakeUpstream:
         await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
 
     async def _stream(self, send: Any, receive: Any, body: dict[str, Any], mode: str) -> None:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
         def event(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            chunk = {
+            chunk: dict[str, Any] = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
                 "created": 1,
                 "model": body["model"],
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
+            if include_usage and mode == "nullusage":
+                chunk["usage"] = None
             data = f"data: {json.dumps(chunk)}\n\n".encode()
             return {"type": "http.response.body", "body": data, "more_body": True}
 
@@ -223,9 +235,26 @@ class FakeUpstream:
             return
         if mode == "gated":
             await asyncio.to_thread(self.release.wait, 30)
-        for word in self.reply(body).split(" "):
+        words = self.reply(body).split(" ")
+        for word in words:
             await send(event({"content": word + " "}))
         await send(event({}, "stop"))
+        if include_usage:
+            usage = {
+                "prompt_tokens": STREAM_PROMPT_TOKENS,
+                "completion_tokens": len(words),
+                "total_tokens": STREAM_PROMPT_TOKENS + len(words),
+            }
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body["model"],
+                "choices": [],
+                "usage": usage,
+            }
+            data = f"data: {json.dumps(chunk)}\n\n".encode()
+            await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
     async def _drip(self, send: Any, receive: Any, event: Any) -> None:

@@ -30,6 +30,7 @@ KEY_FIELDS = {
     "rate_limit_rpm",
     "rate_limit_tpm",
     "rolled_to",
+    "usage_24h",
 }
 MISSING = "00000000-0000-4000-8000-000000000000"
 
