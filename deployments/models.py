@@ -58,6 +58,7 @@ class EventKind(models.TextChoices):
     KEY_CREATED = "key_created"
     KEY_REVEALED = "key_revealed"
     KEY_REVOKED = "key_revoked"
+    KEY_LEAKED = "key_leaked"
 
 
 @dataclass(frozen=True, slots=True)

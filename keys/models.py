@@ -13,6 +13,8 @@ class RevokeReason(models.TextChoices):
     DEPLOYMENT_STOPPED = "deployment_stopped"
     DEPLOYMENT_FAILED = "deployment_failed"
     DEPLOYMENT_TERMINATED = "deployment_terminated"
+    # Found in public and reported by a secret scanner (`keys.leaks`).
+    LEAKED = "leaked"
 
 
 class ApiKey(models.Model):

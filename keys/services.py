@@ -34,7 +34,7 @@ from deployments.models import (
     EventKind,
 )
 from deployments.services import event_record
-from keys import hashing, sealing, tokens
+from keys import hashing, sealing, tokens, webhooks
 from keys.lookup import guards
 from keys.models import ApiKey, RevokeReason
 
@@ -106,6 +106,7 @@ def key_create(*, deployment_id: object, name: str, actor: str) -> tuple[ApiKey,
             actor=actor,
             detail={"key_id": str(key.pk), "public_id": key.public_id, "name": name},
         )
+        webhooks.key_created(key)
     return key, plaintext
 
 
@@ -143,6 +144,7 @@ def key_create_default(*, deployment_id: object) -> ApiKey | None:
                 "is_default": True,
             },
         )
+        webhooks.key_created(key)
     return key
 
 
@@ -200,7 +202,28 @@ def key_revoke(
                 actor=actor,
                 detail={"key_id": str(key.pk), "public_id": key.public_id, "reason": reason},
             )
+        webhooks.keys_revoked([key])
     return key
+
+
+def key_revoke_leaked(*, key_id: object, url: str, actor: str) -> bool:
+    """Revoke a key found in public (reason `leaked`), record where (`key_leaked`, `detail.url`)
+    and tell its owner (`key.revoked`, then `key.leaked`), in one transaction; False if the key
+    was revoked already (then nothing changes)."""
+    with transaction.atomic():
+        key = _lock_key(key_id)
+        if key.revoked_at is not None:
+            return False
+        key = key_revoke(key_id=key.pk, actor=actor, reason=RevokeReason.LEAKED)
+        if key.deployment is not None:
+            event_record(
+                deployment=key.deployment,
+                kind=EventKind.KEY_LEAKED,
+                actor=actor,
+                detail={"key_id": str(key.pk), "public_id": key.public_id, "url": url},
+            )
+        webhooks.key_leaked(key, url=url)
+    return True
 
 
 def key_revoke_all_for_deployments(
@@ -274,6 +297,11 @@ def _revoke_all_in_chunk(
                     },
                 )
                 for pk, public_id, deployment_pk in batch
+            )
+            webhooks.keys_revoked(
+                ApiKey.objects.filter(pk__in=[pk for pk, _p, _d in batch])
+                .select_related("deployment")
+                .order_by("created_at", "pk")
             )
             total += len(batch)
     return total

@@ -1,0 +1,31 @@
+"""Celery tasks of webhooks: a name and a body each (the retry policy is `BuddyTask`'s)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from buddy.core.tasks import BuddyTask, app
+from buddy.webhooks import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(base=BuddyTask, name=services.DELIVER_TASK)
+def deliver(endpoint_id: str) -> None:
+    """Deliver what is due to one endpoint; a retry due soon is scheduled here (a later one, or
+    one whose message is lost, is beat's `webhooks.redrive`)."""
+    due_in = services.webhook_endpoint_deliver(endpoint_id=endpoint_id)
+    if due_in is not None and due_in <= settings.BUDDY_WEBHOOK_REDRIVE_SECONDS:
+        app.tasks[services.DELIVER_TASK].apply_async(args=(endpoint_id,), countdown=due_in)
+
+
+@shared_task(base=BuddyTask, name="webhooks.redrive")
+def redrive() -> int:
+    """Send the delivery task for every endpoint with something due."""
+    sent = services.webhook_redrive()
+    if sent:
+        logger.info("webhook deliveries re-driven for %d endpoints", sent)
+    return sent
