@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("buddy", "keys", "deployments", "gateway")
-KERNEL = ("buddy.core", "buddy.http", "buddy.ops", "buddy.accounts")
+KERNEL = ("buddy.core", "buddy.http", "buddy.ops", "buddy.accounts", "buddy.webhooks")
 # Who may import whom, app by app (the kernel is below every app; wiring is above everything).
 ALLOWED = {
     "kernel": {"kernel"},
