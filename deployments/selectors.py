@@ -8,6 +8,7 @@ from django.db.models import F, FilteredRelation, Q, QuerySet
 
 from buddy.core.errors import NotFound
 from buddy.core.ids import as_uuid
+from buddy.webhooks.selectors import webhook_owner_has_endpoints_q
 from deployments.models import (
     LIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -92,11 +93,16 @@ def deployment_list_expired(*, now: datetime) -> QuerySet[Deployment]:
     ).order_by("pack_ends_at")
 
 
-def deployment_list_with_representation(*, deployment_ids: Sequence[object]) -> list[Deployment]:
-    """These deployments, ready to be shown (template and default key id in the same query)."""
+def deployment_list_for_webhooks(*, deployment_ids: Sequence[object]) -> list[Deployment]:
+    """Those of these deployments whose owner has an active webhook endpoint, ready to be shown
+    (template and default key id in the same query): one query, empty in the common case."""
     pks = [pk for pk in (as_uuid(d) for d in deployment_ids) if pk is not None]
     return list(
-        _with_default_key_id(Deployment.objects.filter(pk__in=pks).select_related("template"))
+        _with_default_key_id(
+            Deployment.objects.filter(pk__in=pks)
+            .filter(webhook_owner_has_endpoints_q("owner_id"))
+            .select_related("template")
+        )
     )
 
 

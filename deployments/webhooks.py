@@ -23,7 +23,7 @@ def _data(deployment: Deployment) -> dict[str, Any]:
 def _send(deployment_ids: Sequence[object], event_type: str) -> None:
     if not deployment_ids:
         return
-    deployments = selectors.deployment_list_with_representation(deployment_ids=deployment_ids)
+    deployments = selectors.deployment_list_for_webhooks(deployment_ids=deployment_ids)
     webhook_events_enqueue(
         events=[
             NewEvent(owner_id=d.owner_id, type=event_type, data=functools.partial(_data, d))
@@ -55,12 +55,14 @@ def pack_ending_sent(deployment_id: object, pack_ends_at: datetime) -> bool:
 def deployment_pack_ending(deployment: Deployment) -> bool:
     """The notice that the pack ends soon, once per value of `pack_ends_at` (an extension moves
     it, and the new end gets its own notice); True if this call stored it."""
-    [shown] = selectors.deployment_list_with_representation(deployment_ids=[deployment.pk])
+    shown = selectors.deployment_list_for_webhooks(deployment_ids=[deployment.pk])
+    if not shown:
+        return False
     return webhook_event_enqueue_once(
         event=NewEvent(
             owner_id=deployment.owner_id,
             type=EventType.DEPLOYMENT_PACK_ENDING,
-            data=lambda: _data(shown),
+            data=functools.partial(_data, shown[0]),
             dedupe_key=_pack_ending_key(deployment.pk, deployment.pack_ends_at),
         )
     )

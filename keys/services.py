@@ -25,6 +25,7 @@ from buddy.core.errors import (
 )
 from buddy.core.ids import as_uuid
 from buddy.core.validation import validate_name
+from buddy.webhooks.selectors import webhook_owner_has_endpoints_q
 from deployments.models import (
     SERVING_STATUSES,
     STATUS_SPEC,
@@ -300,6 +301,7 @@ def _revoke_all_in_chunk(
             )
             webhooks.keys_revoked(
                 ApiKey.objects.filter(pk__in=[pk for pk, _p, _d in batch])
+                .filter(webhook_owner_has_endpoints_q("deployment__owner_id"))
                 .select_related("deployment")
                 .order_by("created_at", "pk")
             )

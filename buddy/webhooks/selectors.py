@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from buddy.core.errors import NotFound
 from buddy.core.ids import as_uuid
@@ -30,6 +30,12 @@ def webhook_delivery_list(*, endpoint: WebhookEndpoint) -> QuerySet[WebhookDeliv
         .select_related("event")
         .order_by("-event_id")
     )
+
+
+def webhook_owner_has_endpoints_q(owner_field: str) -> Exists:
+    """A filter for rows whose `owner_field` (a user id) has an active endpoint: apps narrow what
+    they build representations for to owners who can receive them."""
+    return Exists(WebhookEndpoint.objects.filter(owner_id=OuterRef(owner_field), is_active=True))
 
 
 def webhook_event_exists(*, dedupe_key: str) -> bool:
