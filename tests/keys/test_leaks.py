@@ -100,7 +100,12 @@ def report(client: Client, body: bytes, identifier: str, signature: str):
 def reports_of(*tokens_: str) -> bytes:
     return json.dumps(
         [
-            {"token": t, "type": "buddy_api_key", "url": "https://github.com/o/r/blob/x", "source": "content"}
+            {
+                "token": t,
+                "type": "buddy_api_key",
+                "url": "https://github.com/o/r/blob/x",
+                "source": "content",
+            }
             for t in tokens_
         ]
     ).encode()

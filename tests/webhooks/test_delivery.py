@@ -107,9 +107,7 @@ def test_every_event_type_arrives_once_with_a_valid_signature_and_no_secret_anyw
             assert value not in text, f"a secret in the {where}"
 
 
-def test_a_receiver_failing_three_times_gets_the_event_on_the_fourth_attempt(
-    user, hook_receiver
-):
+def test_a_receiver_failing_three_times_gets_the_event_on_the_fourth_attempt(user, hook_receiver):
     """The suite's worker runs with BUDDY_WEBHOOK_RETRY_SCHEDULE=1,1,1,1."""
     endpoint, secret = register(user, hook_receiver.url)
     hook_receiver.statuses = [500, 500, 500]

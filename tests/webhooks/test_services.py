@@ -36,9 +36,7 @@ def test_a_change_stores_its_event_for_each_subscribed_endpoint_only(user, ready
     keys_only, _ = register(user, "http://127.0.0.1:9/b", events=["key.created"])
     extended_only, _ = register(user, "http://127.0.0.1:9/c", events=["deployment.extended"])
     stranger, _ = register(UserFactory(), "http://127.0.0.1:9/d")
-    key, plaintext = key_services.key_create(
-        deployment_id=ready_deployment.pk, name="k", actor="t"
-    )
+    key, plaintext = key_services.key_create(deployment_id=ready_deployment.pk, name="k", actor="t")
     [event] = WebhookEvent.objects.all()
     assert event.type == "key.created" and event.owner_id == user.pk
     assert {d.endpoint_id for d in WebhookDelivery.objects.all()} == {everything.pk, keys_only.pk}
@@ -86,7 +84,10 @@ def test_an_end_sends_deployment_ended_and_key_revoked_for_each_key(user, ready_
 def test_pack_ending_is_sent_once_per_pack_end_and_again_after_an_extension(user, template):
     register(user, "http://127.0.0.1:9/a", events=["deployment.pack_ending"])
     deployment = DeploymentFactory(
-        owner=user, template=template, ready=True, pack_ends_at=timezone.now() + timedelta(minutes=30)
+        owner=user,
+        template=template,
+        ready=True,
+        pack_ends_at=timezone.now() + timedelta(minutes=30),
     )
     far = DeploymentFactory(owner=user, template=template, ready=True)  # ends in 8 h
     assert deployment_services.deployment_notify_pack_ending() == 1
@@ -109,7 +110,10 @@ def test_pack_ending_is_sent_once_per_pack_end_and_again_after_an_extension(user
 def test_concurrent_pack_ending_runs_send_one_notice(user, template):
     register(user, "http://127.0.0.1:9/a", events=["deployment.pack_ending"])
     DeploymentFactory(
-        owner=user, template=template, ready=True, pack_ends_at=timezone.now() + timedelta(minutes=5)
+        owner=user,
+        template=template,
+        ready=True,
+        pack_ends_at=timezone.now() + timedelta(minutes=5),
     )
     results = run_concurrently(lambda _i: deployment_services.deployment_notify_pack_ending(), 4)
     assert not [r for r in results if isinstance(r, Exception)], results
