@@ -151,3 +151,26 @@ def test_a_rolled_back_change_sends_nothing(user, ready_deployment, hook_receive
     received = hook_receiver.received()
     assert [r.body["type"] for r in received] == ["key.created", "ping"]
     assert received[0].body["data"]["key"]["name"] == "committed"
+
+
+def test_a_hanging_endpoint_holds_back_neither_another_endpoint_nor_its_own_later_events(
+    user, hook_receiver
+):
+    """One attempt in flight per endpoint: the hanging one holds one worker slot; the other
+    endpoint's events go out meanwhile, and the hanging endpoint's next event waits its turn."""
+    from tests.harness.receiver import receiver
+
+    slow, _ = register(user, hook_receiver.url)
+    hook_receiver.gate = threading.Event()
+    with receiver() as fast_receiver:
+        fast, fast_secret = register(user, fast_receiver.url)
+        services.webhook_endpoint_ping(endpoint=slow)
+        wait_until(lambda: hook_receiver.received(), timeout=60, what="the slow attempt")
+        services.webhook_endpoint_ping(endpoint=slow)
+        services.webhook_endpoint_ping(endpoint=fast)
+        wait_until(lambda: all_delivered(fast, 1), timeout=60, what="the fast endpoint")
+        fast_receiver.received()[0].verified(fast_secret)
+        assert len(hook_receiver.received()) == 1  # its second event waits behind the first
+        hook_receiver.gate.set()
+        wait_until(lambda: all_delivered(slow, 2), timeout=60, what="the slow endpoint")
+    assert len({r.webhook_id for r in hook_receiver.received()}) == 2
