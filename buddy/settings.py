@@ -484,6 +484,8 @@ BUDDY_WEBHOOK_TIMEOUT_SECONDS = env.float("BUDDY_WEBHOOK_TIMEOUT_SECONDS", defau
 BUDDY_WEBHOOK_DISABLE_AFTER = timedelta(
     seconds=env.int("BUDDY_WEBHOOK_DISABLE_AFTER_SECONDS", default=3 * 24 * 3600)
 )
+# Events (with their deliveries) older than this that owe nothing more are deleted by beat (hourly).
+BUDDY_WEBHOOK_RETENTION_DAYS = env.int("BUDDY_WEBHOOK_RETENTION_DAYS", default=30)
 # How often beat re-sends the delivery task for endpoints with a delivery due (retries, lost
 # messages, killed workers); a retry due sooner than this is scheduled by the task itself.
 BUDDY_WEBHOOK_REDRIVE_SECONDS = env.float("BUDDY_WEBHOOK_REDRIVE_SECONDS", default=10.0)
@@ -505,6 +507,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.redrive",
         "schedule": BUDDY_WEBHOOK_REDRIVE_SECONDS,
         "options": {"expires": BUDDY_WEBHOOK_REDRIVE_SECONDS},
+    },
+    "webhooks-prune": {
+        "task": "webhooks.prune",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
     },
     "pack-ending-notices": {
         "task": "deployments.notify_pack_ending",

@@ -68,7 +68,7 @@ class WebhookEvent(models.Model):
     body = models.TextField()
     # Events that must be sent at most once per fact (a pack's ending notice per `pack_ends_at`).
     dedupe_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-id"]

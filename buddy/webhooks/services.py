@@ -386,6 +386,27 @@ def webhook_endpoint_deliver(*, endpoint_id: object) -> float | None:
     return _seconds_until_due(pk, timezone.now())
 
 
+def webhook_events_prune(*, now: datetime | None = None, batch_size: int = 1000) -> int:
+    """Delete events (with their deliveries) older than `BUDDY_WEBHOOK_RETENTION_DAYS` that owe
+    nothing more (no pending delivery); returns how many. A pack-ending notice's dedupe key goes
+    with it, long after the end it announced has passed."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.BUDDY_WEBHOOK_RETENTION_DAYS)
+    total = 0
+    while True:
+        batch = list(
+            WebhookEvent.objects.filter(created_at__lt=cutoff)
+            .exclude(deliveries__status=DeliveryStatus.PENDING)
+            .order_by("id")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not batch:
+            return total
+        with transaction.atomic():
+            WebhookDelivery.objects.filter(event_id__in=batch).delete()
+            WebhookEvent.objects.filter(id__in=batch).delete()
+        total += len(batch)
+
+
 def webhook_redrive(*, now: datetime | None = None, limit: int = 1000) -> int:
     """Send the delivery task for every active endpoint with a delivery due (retries, lost
     messages, killed workers); returns for how many endpoints."""

@@ -26,6 +26,15 @@ def deliver(endpoint_id: str) -> None:
         app.tasks[services.DELIVER_TASK].apply_async(args=(endpoint_id,), countdown=due_in)
 
 
+@shared_task(base=BuddyTask, name="webhooks.prune")
+def prune() -> int:
+    """Forget events (and their deliveries) past the retention that owe nothing more."""
+    pruned = services.webhook_events_prune()
+    if pruned:
+        logger.info("pruned %d webhook events", pruned)
+    return pruned
+
+
 @shared_task(base=BuddyTask, name="webhooks.redrive")
 def redrive() -> int:
     """Send the delivery task for every endpoint with something due."""

@@ -29,6 +29,7 @@ SENT = {
     "keys.write_pending_guards",
     "webhooks.deliver",
     "webhooks.redrive",
+    "webhooks.prune",
 }
 DEPRECATED = {"deployments.teardown", "keys.revoke_for_deployment"}
 

@@ -241,3 +241,16 @@ def test_an_unanswered_attempt_times_out(user, hook_receiver):
     [delivery] = deliveries(endpoint)
     assert delivery.attempts == 1 and delivery.last_status_code is None
     assert "no answer" in delivery.last_error
+
+
+def test_old_events_that_owe_nothing_are_pruned_with_their_deliveries(user, hook_receiver):
+    endpoint, _ = register(user, hook_receiver.url)
+    delivered = services.webhook_endpoint_ping(endpoint=endpoint)
+    services.webhook_endpoint_deliver(endpoint_id=endpoint.pk)
+    still_owed = services.webhook_endpoint_ping(endpoint=endpoint)  # pending, old
+    recent = services.webhook_endpoint_ping(endpoint=endpoint)
+    old = timezone.now() - timedelta(days=31)
+    WebhookEvent.objects.filter(pk__in=[delivered.pk, still_owed.pk]).update(created_at=old)
+    assert services.webhook_events_prune() == 1
+    assert set(WebhookEvent.objects.values_list("pk", flat=True)) == {still_owed.pk, recent.pk}
+    assert not WebhookDelivery.objects.filter(event_id=delivered.pk).exists()
