@@ -66,8 +66,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "buddy.accounts",
+    "buddy.webhooks",
     "deployments",
-    "usage",
+    "buddy.usage",
     "keys",
     "gateway",
 ]
@@ -480,7 +481,64 @@ BUDDY_RECONCILE_STALE_SECONDS = env.int("BUDDY_RECONCILE_STALE_SECONDS", default
 # Redis was out of reach for the revoking process only, and that process died.
 BUDDY_LOOKUP_PENDING_GUARDS_SECONDS = env.float("BUDDY_LOOKUP_PENDING_GUARDS_SECONDS", default=5.0)
 
+# --- webhooks (buddy.webhooks) and leak reports (keys.leaks) -------------------------------------
+BUDDY_WEBHOOKS_PER_USER = env.int("BUDDY_WEBHOOKS_PER_USER", default=10)
+# Webhook URLs over plain http, or to loopback/private/link-local addresses: refused outside DEBUG
+# unless this is true (a receiver on the operator's own network; the test suite).
+BUDDY_WEBHOOK_ALLOW_PRIVATE = _bool("BUDDY_WEBHOOK_ALLOW_PRIVATE", False)
+# Seconds to wait before each retry of a failed attempt; after the last, the delivery is `failed`.
+_retry_schedule = env.str(
+    "BUDDY_WEBHOOK_RETRY_SCHEDULE", default="5,300,1800,7200,18000,36000,36000"
+)
+try:
+    BUDDY_WEBHOOK_RETRY_SCHEDULE = tuple(
+        int(part) for part in _retry_schedule.split(",") if part.strip()
+    )
+except ValueError:
+    raise ImproperlyConfigured(
+        "BUDDY_WEBHOOK_RETRY_SCHEDULE must be whole seconds, comma-separated"
+    ) from None
+if any(delay < 0 for delay in BUDDY_WEBHOOK_RETRY_SCHEDULE):
+    raise ImproperlyConfigured("BUDDY_WEBHOOK_RETRY_SCHEDULE: delays cannot be negative")
+BUDDY_WEBHOOK_TIMEOUT_SECONDS = env.float("BUDDY_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# An endpoint whose every attempt has failed for this long is disabled (with a reason).
+BUDDY_WEBHOOK_DISABLE_AFTER = timedelta(
+    seconds=env.int("BUDDY_WEBHOOK_DISABLE_AFTER_SECONDS", default=3 * 24 * 3600)
+)
+# Events (with their deliveries) older than this that owe nothing more are deleted by beat (hourly).
+BUDDY_WEBHOOK_RETENTION_DAYS = env.int("BUDDY_WEBHOOK_RETENTION_DAYS", default=30)
+# How often beat re-sends the delivery task for endpoints with a delivery due (retries, lost
+# messages, killed workers); a retry due sooner than this is scheduled by the task itself.
+BUDDY_WEBHOOK_REDRIVE_SECONDS = env.float("BUDDY_WEBHOOK_REDRIVE_SECONDS", default=10.0)
+# How long one run of the delivery task works for one endpoint before it yields its worker slot.
+BUDDY_WEBHOOK_TASK_BUDGET_SECONDS = env.float("BUDDY_WEBHOOK_TASK_BUDGET_SECONDS", default=30.0)
+# `deployment.pack_ending` is sent this long before `pack_ends_at` (once per value of it); beat
+# looks for such packs every BUDDY_PACK_ENDING_INTERVAL_SECONDS.
+BUDDY_PACK_ENDING_NOTICE_SECONDS = env.int("BUDDY_PACK_ENDING_NOTICE_SECONDS", default=3600)
+BUDDY_PACK_ENDING_INTERVAL_SECONDS = env.float("BUDDY_PACK_ENDING_INTERVAL_SECONDS", default=60.0)
+# GitHub's secret-scanning public keys (ECDSA P-256), which sign the leak reports it sends to
+# `POST /internal/v1/secret-scanning`.
+BUDDY_SECRET_SCANNING_KEYS_URL = env.str(
+    "BUDDY_SECRET_SCANNING_KEYS_URL",
+    default="https://api.github.com/meta/public_keys/secret_scanning",
+)
+
 CELERY_BEAT_SCHEDULE = {
+    "webhooks-redrive": {
+        "task": "webhooks.redrive",
+        "schedule": BUDDY_WEBHOOK_REDRIVE_SECONDS,
+        "options": {"expires": BUDDY_WEBHOOK_REDRIVE_SECONDS},
+    },
+    "webhooks-prune": {
+        "task": "webhooks.prune",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
+    "pack-ending-notices": {
+        "task": "deployments.notify_pack_ending",
+        "schedule": BUDDY_PACK_ENDING_INTERVAL_SECONDS,
+        "options": {"expires": BUDDY_PACK_ENDING_INTERVAL_SECONDS},
+    },
     "expire-packs": {
         "task": "deployments.expire_packs",
         "schedule": BUDDY_EXPIRY_INTERVAL_SECONDS,

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from buddy.accounts.apis import LogoutAllApi, LogoutApi, TokenCreateApi
+from buddy.webhooks import apis as webhook_apis
 from deployments import apis as deployment_apis
 from keys import apis as key_apis
 
@@ -48,4 +49,20 @@ urlpatterns = [
     path("keys/<uuid:key_id>/revoke", key_apis.KeyRevokeApi.as_view(), name="key-revoke"),
     path("keys/<uuid:key_id>/roll", key_apis.KeyRollApi.as_view(), name="key-roll"),
     path("keys/<uuid:key_id>/usage", key_apis.KeyUsageApi.as_view(), name="key-usage"),
+    path("webhooks", webhook_apis.WebhookListCreateApi.as_view(), name="webhooks"),
+    path(
+        "webhooks/<uuid:endpoint_id>",
+        webhook_apis.WebhookDetailApi.as_view(),
+        name="webhook-detail",
+    ),
+    path(
+        "webhooks/<uuid:endpoint_id>/test",
+        webhook_apis.WebhookTestApi.as_view(),
+        name="webhook-test",
+    ),
+    path(
+        "webhooks/<uuid:endpoint_id>/deliveries",
+        webhook_apis.WebhookDeliveryListApi.as_view(),
+        name="webhook-deliveries",
+    ),
 ]

@@ -3,7 +3,7 @@
 from django.urls import path
 
 from deployments.internal_apis import DeploymentStatusCallbackApi
-from keys.internal_apis import UsageReportApi
+from keys.internal_apis import SecretScanningApi, UsageReportApi
 from keys.lookup.apis import AuthLookupApi
 
 urlpatterns: list = [
@@ -14,4 +14,5 @@ urlpatterns: list = [
         DeploymentStatusCallbackApi.as_view(),
         name="internal-deployment-status",
     ),
+    path("secret-scanning", SecretScanningApi.as_view(), name="internal-secret-scanning"),
 ]

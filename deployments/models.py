@@ -60,6 +60,7 @@ class EventKind(models.TextChoices):
     KEY_REVOKED = "key_revoked"
     KEY_ROLLED = "key_rolled"
     KEY_UPDATED = "key_updated"
+    KEY_LEAKED = "key_leaked"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import F, FilteredRelation, Q, QuerySet
 
 from buddy.core.errors import NotFound
 from buddy.core.ids import as_uuid
+from buddy.webhooks.selectors import webhook_owner_has_endpoints_q
 from deployments.models import (
     LIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -89,4 +90,27 @@ def deployment_list_expired(*, now: datetime) -> QuerySet[Deployment]:
     candidates, found through the partial index on live packs."""
     return Deployment.objects.filter(
         status__in=list(LIVE_STATUSES), pack_ends_at__lte=now
+    ).order_by("pack_ends_at")
+
+
+def deployment_list_for_webhooks(*, deployment_ids: Sequence[object]) -> list[Deployment]:
+    """Those of these deployments whose owner has an active webhook endpoint, ready to be shown
+    (template and default key id in the same query): one query, empty in the common case."""
+    pks = [pk for pk in (as_uuid(d) for d in deployment_ids) if pk is not None]
+    return list(
+        _with_default_key_id(
+            Deployment.objects.filter(pk__in=pks)
+            .filter(webhook_owner_has_endpoints_q("owner_id"))
+            .select_related("template")
+        )
+    )
+
+
+def deployment_list_pack_ending(*, now: datetime, within_seconds: int) -> QuerySet[Deployment]:
+    """Live deployments whose pack ends within `within_seconds` of `now` (and has not ended),
+    soonest end first: the candidates of the `deployment.pack_ending` notice."""
+    return Deployment.objects.filter(
+        status__in=list(LIVE_STATUSES),
+        pack_ends_at__gt=now,
+        pack_ends_at__lte=now + timedelta(seconds=within_seconds),
     ).order_by("pack_ends_at")

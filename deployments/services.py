@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from buddy.core.errors import InvalidTransition, NotFound, ValidationFailed
 from buddy.core.ids import as_uuid
-from deployments import followups, selectors, signals
+from deployments import followups, selectors, signals, webhooks
 from deployments.models import (
     PACK_EXPIRED_STATUS,
     STATUS_SPEC,
@@ -212,6 +212,8 @@ def _transition(
             actor=actor,
             detail=event_detail,
         )
+        if target == S.READY:
+            webhooks.deployment_ready(deployment.pk)
         followups.after_status_change(deployment.pk, previous=previous, current=target)
     return deployment
 
@@ -249,6 +251,7 @@ def _end(
         )
         for pk, current in claimed
     )
+    webhooks.deployments_ended(ids)
     followups.after_ended(ids, actor=actor)
     return ended_at
 
@@ -363,6 +366,7 @@ def deployment_extend(*, deployment_id: object, pack_hours: int, actor: str) -> 
                 "to": deployment.pack_ends_at.isoformat(),
             },
         )
+        webhooks.deployment_extended(deployment.pk)
         followups.after_changed(deployment.pk)
     return deployment
 
@@ -407,6 +411,7 @@ def deployment_apply_provisioner_status(
                 actor=actor,
                 detail={"from": S.READY, "endpoint_url": endpoint_url, "previous": previous_url},
             )
+            webhooks.deployment_ready(deployment.pk)
             followups.after_changed(deployment.pk)
         return deployment
 
@@ -433,6 +438,41 @@ def deployment_expire_batch(*, now: datetime | None = None, limit: int = 500) ->
             actor="system:pack-expiry",
         )
     return [pk for pk, _ in claimed]
+
+
+def deployment_notify_pack_ending(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Send `deployment.pack_ending` for live packs ending within
+    `BUDDY_PACK_ENDING_NOTICE_SECONDS`, once per deployment and value of `pack_ends_at`, to owners
+    who subscribe to it; returns how many notices this call stored.
+
+    Each candidate's row is locked (skipping one another run holds), so the notice is for the
+    end the deployment has at that moment, never for one a concurrent extension just moved; the
+    notice's dedupe key keeps concurrent or repeated runs to one notice per end.
+    """
+    now = now or timezone.now()
+    candidates = dict.fromkeys(
+        selectors.deployment_list_pack_ending(
+            now=now, within_seconds=settings.BUDDY_PACK_ENDING_NOTICE_SECONDS
+        )
+        .filter(owner__webhook_endpoints__is_active=True)
+        .values_list("pk", "pack_ends_at")[:limit]
+    )
+    sent = 0
+    for pk, pack_ends_at in candidates:
+        if webhooks.pack_ending_sent(pk, pack_ends_at):
+            continue
+        with transaction.atomic():
+            deployment = (
+                selectors.deployment_list_pack_ending(
+                    now=now, within_seconds=settings.BUDDY_PACK_ENDING_NOTICE_SECONDS
+                )
+                .select_for_update(skip_locked=True)
+                .filter(pk=pk)
+                .first()
+            )
+            if deployment is not None and webhooks.deployment_pack_ending(deployment):
+                sent += 1
+    return sent
 
 
 # --- operators (the admin) ----------------------------------------------------------------------

@@ -163,3 +163,9 @@ def expire_packs() -> int:
     if total:
         logger.info("terminated %d deployments whose pack had ended", total)
     return total
+
+
+@shared_task(base=BuddyTask, name="deployments.notify_pack_ending")
+def notify_pack_ending() -> int:
+    """`deployment.pack_ending` for packs ending soon (once per deployment and end)."""
+    return services.deployment_notify_pack_ending()

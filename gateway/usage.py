@@ -1,6 +1,6 @@
 """What the gateway records of each completion it relays (README "Usage"): one request and the
 upstream's token counts, for the key and its deployment, into the process's usage buffer
-(`usage.buffer`: no I/O on the request path), and the tokens into a Prometheus counter.
+(`buddy.usage.buffer`: no I/O on the request path), and the tokens into a Prometheus counter.
 
 Streams: the gateway asks the upstream for usage (`stream_options.include_usage`, as OpenAI and
 vLLM define it: a last chunk with empty `choices` and `usage`) and reads it from the stream as it
@@ -21,8 +21,8 @@ from prometheus_client import Counter
 
 from buddy.core.conf import per_settings
 from buddy.ops.metrics import PROCESS_REGISTRY
+from buddy.usage.buffer import recorder
 from keys.lookup.outcomes import KeySnapshot
-from usage.buffer import recorder
 
 TOKENS = Counter(
     "buddy_gateway_tokens",

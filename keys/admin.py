@@ -26,13 +26,13 @@ from buddy.http.admin_actions import (
     form_or_page,
     operator_actor,
 )
+from buddy.usage.selectors import UsageSeries, usage_series
+from buddy.usage.serializers import DEFAULT_SPAN
 from deployments.admin import DeploymentAdmin
 from deployments.models import Deployment
 from keys import services
 from keys.models import ApiKey, KeyStatus, RevokeReason, key_status_q
 from keys.tokens import PREFIX
-from usage.selectors import UsageSeries, usage_series
-from usage.serializers import DEFAULT_SPAN
 
 
 def usage_html(*, key_id: Any = None, deployment_id: Any = None) -> SafeString:

@@ -23,6 +23,8 @@ from buddy.http.api import (
     validated_query,
 )
 from buddy.http.schema import error_response
+from buddy.usage.selectors import usage_series
+from buddy.usage.serializers import UsageOutputSerializer, UsageQuerySerializer, usage_series_data
 from deployments.models import Deployment
 from deployments.selectors import deployment_get_owned
 from keys import selectors, services
@@ -39,8 +41,6 @@ from keys.serializers import (
     KeyUpdateInputSerializer,
     key_usage_context,
 )
-from usage.selectors import usage_series
-from usage.serializers import UsageOutputSerializer, UsageQuerySerializer, usage_series_data
 
 _STATUS_PARAMETER = OpenApiParameter(
     "status",

@@ -1,5 +1,6 @@
 """Usage of keys as the production proxy reports it (`POST /internal/v1/usage`): its records
-resolved to keys and deployments, then added to the rollup once per batch id (`usage.services`)."""
+resolved to keys and deployments, then added to the rollup once per batch id
+(`buddy.usage.services`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import time
 from dataclasses import dataclass
 
 from buddy.core.ids import as_uuid
+from buddy.usage.buffer import Count, hour_of
+from buddy.usage.services import usage_apply
+from keys.lookup import ratelimit
 from keys.models import ApiKey
-from usage.buffer import Count, hour_of
-from usage.services import usage_apply
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +29,14 @@ def usage_report(*, batch_id: str, records: list[ReportedUsage]) -> int:
 
     One transaction, straight to the rollup: the proxy already batches (never a write per
     request), and the batch row that makes it idempotent commits with its counts, with or
-    without Redis."""
+    without Redis. The tokens of a key with a TPM limit are counted in its window too, the first
+    time the batch is applied (`keys.lookup.ratelimit.tokens_spent`)."""
     wanted = {pk for pk in (as_uuid(r.key_id) for r in records) if pk is not None}
-    deployments = dict(
-        ApiKey.objects.filter(pk__in=wanted, deployment_id__isnull=False).values_list(
-            "pk", "deployment_id"
-        )
+    rows = ApiKey.objects.filter(pk__in=wanted, deployment_id__isnull=False).values_list(
+        "pk", "deployment_id", "public_id", "rate_limit_tpm"
     )
+    deployments = {pk: deployment_id for pk, deployment_id, _, _ in rows}
+    tpm_limited = {pk: public_id for pk, _, public_id, tpm in rows if tpm is not None}
     hour = hour_of(time.time())
     counts: list[Count] = []
     for record in records:
@@ -51,5 +54,13 @@ def usage_report(*, batch_id: str, records: list[ReportedUsage]) -> int:
                 record.completion_tokens,
             )
         )
-    _applied, accepted = usage_apply(name=f"proxy:{batch_id}", counts=counts, accepted=len(counts))
+    applied, accepted = usage_apply(name=f"proxy:{batch_id}", counts=counts, accepted=len(counts))
+    if applied:
+        for count in counts:
+            pk = as_uuid(count.key_id)
+            public_id = tpm_limited.get(pk) if pk is not None else None
+            if public_id is not None:
+                ratelimit.tokens_spent(
+                    public_id=public_id, tokens=count.prompt_tokens + count.completion_tokens
+                )
     return accepted

@@ -2,12 +2,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Final
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from keys.tokens import PUBLIC_ID_LENGTH, mask
+
+# The largest limits a key takes: a positive integer up to these (the RPM window holds one
+# entry per request of the last minute in Redis, so it is bounded tighter than the token count).
+MAX_RATE_LIMIT_RPM: Final = 100_000
+MAX_RATE_LIMIT_TPM: Final = 2_000_000_000
+MAX_ROLL_GRACE_SECONDS: Final = 604_800
+DEFAULT_ROLL_GRACE_SECONDS: Final = 3600
 
 
 class KeyStatus(models.TextChoices):
@@ -34,6 +42,8 @@ class RevokeReason(models.TextChoices):
     DEPLOYMENT_STOPPED = "deployment_stopped"
     DEPLOYMENT_FAILED = "deployment_failed"
     DEPLOYMENT_TERMINATED = "deployment_terminated"
+    # Found in public and reported by a secret scanner (`keys.leaks`).
+    LEAKED = "leaked"
 
 
 class ApiKey(models.Model):

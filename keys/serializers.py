@@ -8,10 +8,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from buddy.http.api import BlankAsNullCharField, StrictCharField, StrictIntegerField
-from keys.models import KeyStatus
-from keys.services import MAX_RATE_LIMIT_RPM, MAX_RATE_LIMIT_TPM, MAX_ROLL_GRACE_SECONDS
-from usage.selectors import usage_24h_for_keys
-from usage.serializers import Usage24hSerializer
+from buddy.usage.selectors import usage_24h_for_keys
+from buddy.usage.serializers import Usage24hSerializer
+from keys.models import MAX_RATE_LIMIT_RPM, MAX_RATE_LIMIT_TPM, MAX_ROLL_GRACE_SECONDS, KeyStatus
 
 KEY_STATUSES = list(KeyStatus.values)
 

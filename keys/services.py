@@ -28,6 +28,7 @@ from buddy.core.errors import (
 )
 from buddy.core.ids import as_uuid
 from buddy.core.validation import validate_name
+from buddy.webhooks.selectors import webhook_owner_has_endpoints_q
 from deployments.models import (
     SERVING_STATUSES,
     STATUS_SPEC,
@@ -37,9 +38,17 @@ from deployments.models import (
     EventKind,
 )
 from deployments.services import event_record
-from keys import hashing, sealing, tokens
+from keys import hashing, sealing, tokens, webhooks
 from keys.lookup import guards
-from keys.models import ApiKey, KeyStatus, RevokeReason
+from keys.models import (
+    DEFAULT_ROLL_GRACE_SECONDS,
+    MAX_RATE_LIMIT_RPM,
+    MAX_RATE_LIMIT_TPM,
+    MAX_ROLL_GRACE_SECONDS,
+    ApiKey,
+    KeyStatus,
+    RevokeReason,
+)
 from keys.selectors import key_count_active
 
 DEFAULT_KEY_NAME = "default"
@@ -66,14 +75,6 @@ def _lock_key(key_id: object) -> ApiKey:
     if key is None:
         raise NotFound("Key not found.")
     return key
-
-
-# The largest limits a key takes: a positive integer up to these (the RPM window holds one
-# entry per request of the last minute in Redis, so it is bounded tighter than the token count).
-MAX_RATE_LIMIT_RPM: Final = 100_000
-MAX_RATE_LIMIT_TPM: Final = 2_000_000_000
-MAX_ROLL_GRACE_SECONDS: Final = 604_800
-DEFAULT_ROLL_GRACE_SECONDS: Final = 3600
 
 
 class _Unchanged:
@@ -180,6 +181,7 @@ def key_create(
             actor=actor,
             detail={"key_id": str(key.pk), "public_id": key.public_id, "name": name},
         )
+        webhooks.key_created(key)
     return key, plaintext
 
 
@@ -217,6 +219,7 @@ def key_create_default(*, deployment_id: object) -> ApiKey | None:
                 "is_default": True,
             },
         )
+        webhooks.key_created(key)
     return key
 
 
@@ -274,6 +277,7 @@ def key_revoke(
                 actor=actor,
                 detail={"key_id": str(key.pk), "public_id": key.public_id, "reason": reason},
             )
+        webhooks.keys_revoked([key])
     return key
 
 
@@ -396,6 +400,7 @@ def key_roll(
                 "rolled_from": str(old.pk),
             },
         )
+        webhooks.key_created(new)
         event_record(
             deployment=deployment,
             kind=EventKind.KEY_ROLLED,
@@ -409,6 +414,26 @@ def key_roll(
             },
         )
     return new, plaintext
+
+
+def key_revoke_leaked(*, key_id: object, url: str, actor: str) -> bool:
+    """Revoke a key found in public (reason `leaked`), record where (`key_leaked`, `detail.url`)
+    and tell its owner (`key.revoked`, then `key.leaked`), in one transaction; False if the key
+    was revoked already (then nothing changes)."""
+    with transaction.atomic():
+        key = _lock_key(key_id)
+        if key.revoked_at is not None:
+            return False
+        key = key_revoke(key_id=key.pk, actor=actor, reason=RevokeReason.LEAKED)
+        if key.deployment is not None:
+            event_record(
+                deployment=key.deployment,
+                kind=EventKind.KEY_LEAKED,
+                actor=actor,
+                detail={"key_id": str(key.pk), "public_id": key.public_id, "url": url},
+            )
+        webhooks.key_leaked(key, url=url)
+    return True
 
 
 def key_revoke_all_for_deployments(
@@ -482,6 +507,12 @@ def _revoke_all_in_chunk(
                     },
                 )
                 for pk, public_id, deployment_pk in batch
+            )
+            webhooks.keys_revoked(
+                ApiKey.objects.filter(pk__in=[pk for pk, _p, _d in batch])
+                .filter(webhook_owner_has_endpoints_q("deployment__owner_id"))
+                .select_related("deployment")
+                .order_by("created_at", "pk")
             )
             total += len(batch)
     return total

@@ -373,8 +373,8 @@ def test_no_lookup_on_a_hash_or_digest_field_is_allowed_from_the_url(
 def test_key_and_deployment_pages_show_their_usage(admin_client, keyed_deployment):
     from django.utils import timezone
 
-    from usage.models import UsageHourly
-    from usage.selectors import floor_hour
+    from buddy.usage.models import UsageHourly
+    from buddy.usage.selectors import floor_hour
 
     key = keyed_deployment.keys.get(name="ci")
     hour = floor_hour(timezone.now())

@@ -8,8 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("buddy", "keys", "usage", "deployments", "gateway")
-KERNEL = ("buddy.core", "buddy.http", "buddy.ops", "buddy.accounts")
+PACKAGES = ("buddy", "keys", "deployments", "gateway")
+KERNEL = (
+    "buddy.core",
+    "buddy.http",
+    "buddy.ops",
+    "buddy.accounts",
+    "buddy.webhooks",
+    "buddy.usage",
+)
 # Who may import whom, app by app (the kernel is below every app; wiring is above everything).
 ALLOWED = {
     "kernel": {"kernel"},

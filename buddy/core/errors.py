@@ -224,3 +224,11 @@ class SecretExpired(DomainError):
 
 class InvalidCredentials(DomainError):
     entry = INVALID_CREDENTIALS
+
+
+class WebhookLimitReached(DomainError):
+    entry = WEBHOOK_LIMIT_REACHED
+
+
+class InvalidSignature(DomainError):
+    entry = INVALID_SIGNATURE

@@ -53,6 +53,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"ob{_UNDERSCORE}sk{_UNDERSCORE}[0-9A-Za-z_]{{10,}}"), f"ob_sk_{REDACTED}"),
     (re.compile(rf"ob{_UNDERSCORE}svc{_UNDERSCORE}[0-9A-Za-z_\-]{{10,}}"), f"ob_svc_{REDACTED}"),
     (re.compile(rf"ob{_UNDERSCORE}con{_UNDERSCORE}[0-9A-Za-z_\-]{{10,}}"), f"ob_con_{REDACTED}"),
+    # Webhook signing secrets (`whsec_` + base64).
+    (re.compile(rf"whsec{_UNDERSCORE}[0-9A-Za-z+/=]{{10,}}"), f"whsec_{REDACTED}"),
 )
 
 

@@ -7,6 +7,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+import buddy.webhooks.tasks
 import deployments.tasks
 import keys.tasks
 from buddy.core.tasks import TRANSIENT_ERRORS, BuddyTask, app
@@ -20,19 +21,25 @@ SENT = {
     "deployments.teardown_many",
     "deployments.expire_packs",
     "deployments.reconcile",
+    "deployments.notify_pack_ending",
     "keys.create_default",
     "keys.revoke_for_deployments",
     "keys.reconcile",
     "keys.flush_last_used",
     "keys.write_pending_guards",
+    "webhooks.deliver",
+    "webhooks.redrive",
+    "webhooks.prune",
 }
 DEPRECATED = {"deployments.teardown", "keys.revoke_for_deployment"}
 
 
 def _buddy_tasks() -> dict[str, BuddyTask]:
-    assert deployments.tasks and keys.tasks  # imported: their tasks are registered
+    assert deployments.tasks and keys.tasks and buddy.webhooks.tasks  # their tasks are registered
     return {
-        name: task for name, task in app.tasks.items() if name.startswith(("keys.", "deployments."))
+        name: task
+        for name, task in app.tasks.items()
+        if name.startswith(("keys.", "deployments.", "webhooks."))
     }
 
 

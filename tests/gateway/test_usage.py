@@ -10,11 +10,11 @@ import httpx
 import openai
 import pytest
 
+from buddy.usage.models import UsageHourly
+from buddy.usage.services import usage_flush
 from tests.console import token_client
 from tests.harness.fakes import STREAM_PROMPT_TOKENS
 from tests.harness.wait import wait_until
-from usage.models import UsageHourly
-from usage.services import usage_flush
 
 MESSAGES = [{"role": "user", "content": "hello buddy"}]
 REPLY_WORDS = 4  # "upstream says: hello buddy": the fake counts a completion token per word

@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from buddy.ops.metrics import PROCESS_REGISTRY
+from buddy.usage.buffer import recorder
 from gateway.usage import record_completion_usage
 from keys.lookup.outcomes import KeySnapshot
-from usage.buffer import recorder
 
 
 def snapshot() -> KeySnapshot:

@@ -13,11 +13,11 @@ from django.test import Client
 
 from buddy.accounts.selectors import service_token_cache
 from buddy.accounts.services import service_token_create
+from buddy.usage.models import UsageHourly
+from buddy.usage.selectors import floor_hour
 from keys import services as key_services
 from tests.console import assert_error
 from tests.factories import DeploymentFactory
-from usage.models import UsageHourly
-from usage.selectors import floor_hour
 
 pytestmark = pytest.mark.django_db
 URL = "/internal/v1/usage"

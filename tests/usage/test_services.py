@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from buddy.usage import buffer, services
+from buddy.usage.buffer import Count, recorder
+from buddy.usage.models import AppliedBatch, UsageDaily, UsageHourly
+from buddy.usage.selectors import usage_24h_for_keys, usage_series
 from tests.harness.processes import ROOT, subprocess_env
-from usage import buffer, services
-from usage.buffer import Count, recorder
-from usage.models import AppliedBatch, UsageDaily, UsageHourly
-from usage.selectors import usage_24h_for_keys, usage_series
 
 KEY = str(uuid.uuid4())
 OTHER_KEY = str(uuid.uuid4())
@@ -99,7 +99,7 @@ _KILLED_FLUSH = textwrap.dedent(
     """
     import os, signal, django
     django.setup()
-    from usage import buffer, services
+    from buddy.usage import buffer, services
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)

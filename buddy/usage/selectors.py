@@ -12,7 +12,7 @@ from typing import Any
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from usage.models import UsageDaily, UsageHourly
+from buddy.usage.models import UsageDaily, UsageHourly
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

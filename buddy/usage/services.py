@@ -14,9 +14,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from usage import buffer
-from usage.buffer import Count
-from usage.models import AppliedBatch, UsageDaily, UsageHourly
+from buddy.usage import buffer
+from buddy.usage.buffer import Count
+from buddy.usage.models import AppliedBatch, UsageDaily, UsageHourly
 
 logger = logging.getLogger(__name__)
 

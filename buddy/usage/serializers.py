@@ -9,7 +9,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from usage.selectors import UsageSeries
+from buddy.usage.selectors import UsageSeries
 
 GRANULARITIES = ["hour", "day"]
 DEFAULT_SPAN = {"hour": timedelta(hours=24), "day": timedelta(days=30)}

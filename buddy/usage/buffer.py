@@ -5,7 +5,7 @@ In Redis, one hash per UTC hour (`buddy:usage:h:<hour>`, fields `<key id>:<deplo
 for requests, prompt and completion tokens, added with HINCRBY) and a set of the hours that have
 counts. A flush *claims* each hour's hash by renaming it to a name of its own (new counts start a
 new hash meanwhile), adds the claimed counts to the database, then deletes the claimed hash; the
-database remembers each claimed name it applied (`usage.models.AppliedBatch`, in the same
+database remembers each claimed name it applied (`buddy.usage.models.AppliedBatch`, in the same
 transaction), so a flush that died anywhere in between is finished by the next one and never
 counts twice.
 

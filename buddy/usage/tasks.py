@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from buddy.core.tasks import BuddyTask
-from usage import services
+from buddy.usage import services
 
 logger = logging.getLogger(__name__)
 
