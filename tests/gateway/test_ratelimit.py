@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from buddy.accounts.services import service_token_create
-from gateway.asgi import StreamTokens, usage_tokens
+from gateway.usage import tokens_of, usage_stream
 from keys.services import key_roll, key_update
 from tests.harness.processes import buddy_server
 from tests.harness.wait import wait_until
@@ -133,17 +133,19 @@ def test_a_roll_stops_the_old_key_at_the_gateway_when_its_grace_has_passed(
     assert post(buddy_url, CHAT, newer_secret).status_code == 200
 
 
-def test_the_usage_a_stream_shows_is_read_from_its_events():
-    tokens = StreamTokens()
+def test_the_tokens_a_tpm_window_counts_are_the_usage_a_completion_or_stream_shows():
+    # The gateway adds `prompt_tokens + completion_tokens` of what `gateway.usage` read.
     usage = {"usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}}
     event = f"data: {json.dumps({'choices': [], **usage})}\n\n".encode()
-    tokens.feed(b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n' + event[:20])
-    assert tokens.total == 0
-    tokens.feed(event[20:] + b"data: [DONE]\n\n")
-    assert tokens.total == 11
-    assert usage_tokens(b'{"usage": {"total_tokens": 9}}') == 9
-    assert usage_tokens(b'{"usage": null}') == 0
-    assert usage_tokens(b"not json") == 0
+    stream = usage_stream({"stream": True, "stream_options": {"include_usage": True}})
+    stream.feed(b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n' + event[:20])
+    assert stream.prompt_tokens + stream.completion_tokens == 0
+    stream.feed(event[20:] + b"data: [DONE]\n\n")
+    stream.end()
+    assert stream.prompt_tokens + stream.completion_tokens == 11
+    assert tokens_of({"usage": {"prompt_tokens": 4, "completion_tokens": 5}}) == (4, 5)
+    assert tokens_of({"usage": None}) is None
+    assert tokens_of("not an answer") is None
 
 
 # --- the hammer --------------------------------------------------------------------------------
