@@ -6,6 +6,7 @@ service fails the run loudly at the start; no test skips because of it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tests.console import token_client
 from tests.factories import DeploymentFactory, TemplateFactory, UserFactory
 from tests.harness.fakes import FakeOrchestrator
 from tests.harness.processes import Beat, Worker, worker_env
-from tests.harness.redis import PrivateRedis, clear_test_redis, purge_broker
+from tests.harness.redis import PrivateRedis, broker_idle, clear_test_redis, purge_broker
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -82,10 +83,37 @@ def celery_worker(
     )
     try:
         worker.start_and_wait()
+        _session_worker.append(worker)
         yield worker
     finally:
+        _session_worker.clear()
         worker.stop()
         purge_broker()
+
+
+_session_worker: list[Worker] = []  # the session's worker, once some test started it
+
+
+@pytest.fixture(autouse=True)
+def _worker_done_before_the_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Once the session's worker runs, it takes any task a test's commit sends (a ready callback
+    sends `keys.create_default`), marked `celery_worker` or not; a transactional test's database
+    flush while that task still writes deadlocks in PostgreSQL. So such a test's end waits (at
+    most 30 s, never failing for it) until the broker is idle, before the flush: this fixture is
+    set up after the database's, so it is torn down before it."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    )
+    if not transactional:
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")
+    yield
+    if _session_worker and _session_worker[0].alive():
+        deadline = time.monotonic() + 30
+        while not broker_idle() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)

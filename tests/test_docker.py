@@ -177,7 +177,8 @@ def test_packaging_carries_migrations_commands_and_admin_templates():
         "deployments.migrations",
         "keys.migrations",
         "keys.lookup",
-        "usage.migrations",
+        "buddy.usage.migrations",
+        "buddy.webhooks.migrations",
     } <= packages
     assert not any(p.startswith(("tests", "bench")) for p in packages)
     templates = list(root.glob("*/templates/**/*.html"))
@@ -295,7 +296,7 @@ def _assemble_build_context(target: Path) -> list[str]:
 def test_dockerignore_keeps_out_what_the_image_must_not_carry_and_lets_every_app_in():
     files = _context_files()
     tops = {f.split("/")[0] for f in files}
-    assert {"buddy", "deployments", "keys", "usage", "gateway", "pyproject.toml", "docker"} <= tops
+    assert {"buddy", "deployments", "keys", "gateway", "pyproject.toml", "docker"} <= tops
     for kept_out in [".git", ".venv", "tests", "bench", "db.sqlite3", "staticfiles", ".env"]:
         assert kept_out not in tops, kept_out
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
