@@ -106,15 +106,18 @@ def chromium() -> Iterator[webdriver.Chrome]:
 
 
 def screenshot(browser: webdriver.Chrome, name: str) -> None:
-    """The page as it is, whole, at desktop then phone width (`SCREENSHOTS/<name>-desktop.png`,
-    `-phone.png`); the window is back at desktop width afterwards."""
+    """The whole page as it is, at desktop then phone width (`SCREENSHOTS/<name>-desktop.png`,
+    `-phone.png`): Chromium's device emulation (mobile at phone width, so the page's viewport
+    meta applies), as tall as the page."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for label, width in (("desktop", DESKTOP), ("phone", PHONE)):
-        browser.set_window_size(width, 900)
+        metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width == PHONE}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(width, max(900, min(int(height) + 40, 5000)))
+        metrics["height"] = max(900, min(int(height), 6000))
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         browser.save_screenshot(str(SCREENSHOTS / f"{name}-{label}.png"))
-    browser.set_window_size(DESKTOP, 900)
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def wait_for(condition, *, what: str, timeout: float = WAIT_SECONDS):  # type: ignore[no-untyped-def]

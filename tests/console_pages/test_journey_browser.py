@@ -108,7 +108,12 @@ def _confirm(browser: WebDriver, row, opener: str, confirm: str) -> None:  # typ
     """Open a confirmation dialog from `row` with the keyboard-reachable button `opener`, check
     the focus is in the dialog, and confirm."""
     row.find_element(By.XPATH, f".//button[normalize-space()='{opener}']").click()
-    dialog = _wait(browser, lambda b: next((d for d in row.find_elements(By.TAG_NAME, "dialog") if d.is_displayed()), None))
+    dialog = _wait(
+        browser,
+        lambda b: next(
+            (d for d in row.find_elements(By.TAG_NAME, "dialog") if d.is_displayed()), None
+        ),
+    )
     focused = browser.switch_to.active_element
     assert focused.text == "Cancel", "the dialog takes the focus, on its safe choice"
     dialog.find_element(By.XPATH, f".//button[normalize-space()='{confirm}']").click()
@@ -214,7 +219,10 @@ def test_a_new_user_works_the_whole_journey_in_the_browser(console_url, browser)
     browser.find_element(By.ID, "e-tpm").send_keys("50000")
     browser.find_element(By.XPATH, "//button[normalize-space()='Save']").click()
     _wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "Saved"))
-    assert "50000 tpm" in browser.find_elements(By.CSS_SELECTOR, "#keys-table tr[data-name='ci']")[0].text
+    assert (
+        "50000 tpm"
+        in browser.find_elements(By.CSS_SELECTOR, "#keys-table tr[data-name='ci']")[0].text
+    )
 
     _confirm(browser, _row(browser, default.name), "Revoke", "Revoke key")
     _wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "Revoked key"))
@@ -251,11 +259,16 @@ def test_a_new_user_works_the_whole_journey_in_the_browser(console_url, browser)
     scan.page()
     _go(browser, scan, keys_url)
     statuses = [
-        cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#keys-table td[data-label=Status] .status")
+        cell.text
+        for cell in browser.find_elements(
+            By.CSS_SELECTOR, "#keys-table td[data-label=Status] .status"
+        )
     ]
     assert statuses == ["revoked"] * 3
     screenshot(browser, "09-api-keys-after-stop")
-    assert not ApiKey.objects.filter(deployment=deployment).exclude(revoked_at__isnull=False).exists()
+    assert (
+        not ApiKey.objects.filter(deployment=deployment).exclude(revoked_at__isnull=False).exists()
+    )
     with pytest.raises(openai.AuthenticationError):
         _sdk(url, rolled_secret).chat.completions.create(model="gemma4:26b", messages=MESSAGES)
     assert {k.status for k in ApiKey.objects.filter(deployment=deployment)} == {KeyStatus.REVOKED}
@@ -271,7 +284,9 @@ def test_a_new_user_works_the_whole_journey_in_the_browser(console_url, browser)
     _leave_dialog(browser, scan, webhook_secret)
     screenshot(browser, "10-webhooks")
     browser.find_element(By.LINK_TEXT, "Deliveries").click()
-    _wait(browser, ec.presence_of_element_located((By.XPATH, "//h2[normalize-space()='Deliveries']")))
+    _wait(
+        browser, ec.presence_of_element_located((By.XPATH, "//h2[normalize-space()='Deliveries']"))
+    )
     browser.find_element(By.XPATH, "//button[normalize-space()='Send a test event']").click()
     _wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "ping"))
     assert "ping" in browser.find_element(By.CSS_SELECTOR, "table.cards tbody").text

@@ -38,3 +38,20 @@ def utc(value: datetime | None) -> str:
 @register.filter
 def get(mapping: dict[str, object] | None, name: str) -> object:
     return (mapping or {}).get(name, "")
+
+
+@register.filter
+def pack(hours: int) -> str:
+    """A pack's length: "1 h", "24 h (1 day)", "168 h (1 week)"."""
+    if hours == 168:
+        return "168 h (1 week)"
+    if hours % 24 == 0:
+        days = hours // 24
+        return f"{hours} h ({days} day{'s' if days > 1 else ''})"
+    return f"{hours} h"
+
+
+@register.filter
+def events_label(events: list[str]) -> str:
+    """A webhook's subscription: "every event" for ["*"]."""
+    return "every event" if list(events) == ["*"] else ", ".join(events)
