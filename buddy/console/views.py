@@ -10,10 +10,11 @@ anyway (a signed-in page is not kept by the browser after sign-out).
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
@@ -22,11 +23,16 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework import serializers
+from rest_framework.request import Request
 
+from buddy.accounts.throttles import TokenFailureThrottle
 from buddy.console import charts
+from buddy.core import errors
 from buddy.core.errors import DomainError, NotFound, ValidationFailed
 from buddy.usage.selectors import floor_hour, usage_24h_for_keys, usage_series
 from buddy.webhooks import selectors as webhook_selectors
@@ -210,12 +216,51 @@ def _refused_dialog(request: HttpRequest, exc: DomainError, *, back: str) -> Htt
 # --- sign in, sign out --------------------------------------------------------------------------
 
 
+class _SignInAttempt:
+    """What the API's sign-in throttle reads of a request (its client address, the username),
+    for a form post: the console's sign-in counts failures in the same counters as
+    `POST /api/v1/auth/token`."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.META = request.META
+        self.headers = request.headers
+        self.data = {"username": request.POST.get("username", "")}
+
+
+@method_decorator(sensitive_post_parameters("password"), name="dispatch")
 class SignInView(auth_views.LoginView):
+    """Django's session sign-in, behind the API's failure throttle (`BUDDY_TOKEN_FAILURE_RATE`,
+    `_PER_USERNAME`): refused with `429` and the catalogue's message before any password is
+    hashed once either limit is reached; only failures count."""
+
     template_name = "console/sign_in.html"
     redirect_authenticated_user = True
 
     def get_default_redirect_url(self) -> str:
         return reverse("console:instances")
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {
+            **super().get_context_data(**kwargs),
+            "invalid_message": errors.INVALID_CREDENTIALS.message,
+        }
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        attempt = cast(Request, _SignInAttempt(request))
+        throttle = TokenFailureThrottle()
+        if not throttle.allow_request(attempt, self):
+            response = render(
+                request,
+                self.template_name,
+                {"refused": errors.RATE_LIMITED.message, "form": self.get_form_class()()},
+                status=errors.RATE_LIMITED.status,
+            )
+            response["Retry-After"] = str(math.ceil(throttle.wait() or 1))
+            return response
+        response = super().post(request, *args, **kwargs)
+        if response.status_code == 200:  # the form again: wrong credentials
+            throttle.record_failure(attempt, self)
+        return response
 
 
 class SignOutView(auth_views.LogoutView):

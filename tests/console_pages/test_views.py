@@ -82,6 +82,27 @@ def test_a_user_signs_in_with_the_password_and_out_with_a_post(user):
     assert client.get("/console/instances").status_code == 302
 
 
+def test_failed_sign_ins_count_with_the_apis_and_are_refused_past_the_limit(user, settings):
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**rates, "console_token_failures_per_username": "3/hour"},
+    }
+    client = Client()
+    wrong = {"username": user.username, "password": "wrong"}
+    for _ in range(2):
+        assert client.post("/console/sign-in", wrong).status_code == 200
+    # The API's sign-in shares the counters: its failure is the third.
+    api = client.post("/api/v1/auth/token", {**wrong}, content_type="application/json")
+    assert api.status_code == 401
+    right = {"username": user.username, "password": "correct horse battery staple"}
+    refused = client.post("/console/sign-in", right)
+    assert refused.status_code == 429
+    assert errors.RATE_LIMITED.message in _text(refused)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert client.get("/console/instances").status_code == 302  # not signed in
+
+
 def test_every_page_is_never_cached(browser, ready_deployment):
     for path in ("/console/instances", "/console/keys", "/console/templates", "/console/webhooks"):
         response = browser.get(path)
