@@ -278,6 +278,14 @@ def test_a_new_user_works_the_whole_journey_in_the_browser(console_url, browser)
     _wait(browser, ec.presence_of_element_located((By.ID, "wh-url")))
     scan.page()
     browser.find_element(By.ID, "wh-url").send_keys("http://127.0.0.1:9/hooks/buddy")
+    every = browser.find_element(By.CSS_SELECTOR, "input[name=events][value='*']")
+    ready_box = browser.find_element(
+        By.CSS_SELECTOR, "input[name=events][value='deployment.ready']"
+    )
+    ready_box.click()
+    assert not every.is_selected(), "a single type unticks every event"
+    every.click()
+    assert every.is_selected() and not ready_box.is_selected()
     browser.find_element(By.XPATH, "//button[normalize-space()='Add webhook']").click()
     webhook_secret = _secret_from_dialog(browser, scan)
     assert webhook_secret.startswith("whsec_")

@@ -20,3 +20,11 @@ document.addEventListener("alpine:init", () => {
     },
   }));
 });
+
+// Webhook events: "every event" and single types exclude each other (the API refuses both).
+window.pickEvents = (fieldset, changed) => {
+  if (!changed.checked) return;
+  for (const box of fieldset.querySelectorAll("input[name=events]")) {
+    if (box !== changed && (box.value === "*" || changed.value === "*")) box.checked = false;
+  }
+};
