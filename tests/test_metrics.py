@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from buddy.accounts import services as account_services
@@ -59,12 +61,24 @@ def _lookups(samples, outcome: str) -> float:
     return samples.get("buddy_lookups_total", {}).get((("outcome", outcome),), 0.0)
 
 
-def _key_on(status: str, *, gone: bool = False, revoked: bool = False) -> str:
-    """The plaintext of a key whose deployment is now in `status` (or deleted, or revoked)."""
+def _key_on(
+    status: str,
+    *,
+    gone: bool = False,
+    revoked: bool = False,
+    expired: bool = False,
+    rate_limit_rpm: int | None = None,
+) -> str:
+    """The plaintext of a key whose deployment is now in `status` (or deleted, or revoked, or
+    expired, or with a limit)."""
     deployment = DeploymentFactory(ready=True)
-    _key, plaintext = key_services.key_create(deployment_id=deployment.pk, name="k", actor="t")
+    _key, plaintext = key_services.key_create(
+        deployment_id=deployment.pk, name="k", actor="t", rate_limit_rpm=rate_limit_rpm
+    )
     if revoked:
         key_services.key_revoke(key_id=_key.pk, actor="t")
+    if expired:
+        ApiKey.objects.filter(pk=_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     if gone:
         Deployment.objects.filter(pk=deployment.pk).delete()
     elif status != DeploymentStatus.READY:
@@ -75,6 +89,8 @@ def _key_on(status: str, *, gone: bool = False, revoked: bool = False) -> str:
 
 def test_metrics_count_a_lookup_of_each_outcome(client):
     ok = _key_on(DeploymentStatus.READY)
+    limited = _key_on(DeploymentStatus.READY, rate_limit_rpm=1)
+    key_lookup(authorization=f"Bearer {limited}")  # its one request of the minute
     cases = {
         LookupOutcome.OK: {"authorization": f"Bearer {ok}", "model": "gemma4:26b"},
         LookupOutcome.MODEL_MISMATCH: {"authorization": f"Bearer {ok}", "model": "other:1b"},
@@ -83,6 +99,10 @@ def test_metrics_count_a_lookup_of_each_outcome(client):
         LookupOutcome.REVOKED_API_KEY: {
             "authorization": f"Bearer {_key_on(DeploymentStatus.READY, revoked=True)}"
         },
+        LookupOutcome.EXPIRED_API_KEY: {
+            "authorization": f"Bearer {_key_on(DeploymentStatus.READY, expired=True)}"
+        },
+        LookupOutcome.RATE_LIMIT_EXCEEDED: {"authorization": f"Bearer {limited}"},
         LookupOutcome.DEPLOYMENT_NOT_FOUND: {
             "authorization": f"Bearer {_key_on(DeploymentStatus.READY, gone=True)}"
         },

@@ -4,6 +4,7 @@ of a deployment, and `usage_24h` on every key representation."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -276,3 +277,19 @@ def test_a_page_of_keys_reads_usage_in_one_query(
     assert all(k["usage_24h"] == {"requests": 1, "total_tokens": 2} for k in body["results"])
     usage_queries = [q for q in captured.captured_queries if "usage_usagehourly" in q["sql"]]
     assert len(usage_queries) == 1
+
+
+def test_batches_are_counted_once_with_redis_unreachable(report, live_key, settings):
+    from buddy.core.redis import client
+
+    key, _secret = live_key
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    client.cache_clear()
+    try:
+        body = {"batch_id": "no-redis", "records": [record(key.pk, 1, 1, 1)]}
+        assert report(body).json() == {"accepted": 1}
+        assert report(body).json() == {"accepted": 1}
+    finally:
+        settings.REDIS_URL = os.environ["REDIS_URL"]
+        client.cache_clear()
+    assert rows() == {str(key.pk): (1, 1, 1)}

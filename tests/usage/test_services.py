@@ -243,3 +243,33 @@ def test_usage_24h_of_many_keys_is_one_query(django_assert_num_queries):
     assert {k: (t.requests, t.total_tokens) for k, t in found.items()} == {
         key: (2, 7) for key in keys[:3]
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_flushes_running_at_once_count_every_hash_once():
+    from tests.harness.threads import run_concurrently
+
+    for i in range(5):
+        recorder.record(KEY, DEPLOYMENT, i, 1)
+        recorder.flush()
+        buffer.client().eval(  # claim, as a flush that then died would have left it
+            buffer._CLAIM, 2, buffer.HOURS_SET, buffer.CLAIMED_SET, buffer.HOUR_HASH,
+            buffer.CLAIMED_HASH, f"crashed{i}",
+        )  # fmt: skip
+    results = run_concurrently(lambda _i: services.usage_flush(), 4)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r["hashes"] - r["already_applied"] for r in results) == 5
+    assert hourly() == {(KEY, this_hour()): (5, 10, 5)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_batch_applied_from_many_threads_at_once_counts_once():
+    from tests.harness.threads import run_concurrently
+
+    counts = [Count(KEY, DEPLOYMENT, buffer.hour_of(0), 1, 2, 3)]
+    results = run_concurrently(
+        lambda _i: services.usage_apply(name="proxy:race", counts=counts, accepted=1), 6
+    )
+    assert sorted(r[0] for r in results) == [False] * 5 + [True]
+    assert {r[1] for r in results} == {1}
+    assert hourly() == {(KEY, datetime(1970, 1, 1, tzinfo=UTC)): (1, 2, 3)}
