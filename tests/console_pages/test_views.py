@@ -208,6 +208,8 @@ def test_without_htmx_the_secret_is_a_page_of_its_own_and_also_no_store(browser,
     assert response.status_code == 201
     assert response.headers["Cache-Control"].startswith("no-store")
     assert len(_secrets(response)) == 1 and b"<html" in response.content
+    # Shown without JavaScript too: the dialog is open in the page's markup.
+    assert re.search(r'<dialog class="secret"[^>]* open[ >]', response.content.decode())
 
 
 def test_the_default_key_is_revealed_once_then_the_apis_410(browser, ready_deployment):
