@@ -32,6 +32,7 @@ install: $(STAMP)
 run: install
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DEBUG=true $(BIN)/python manage.py ensure_dev_superuser
+	@echo "Console: http://127.0.0.1:$(PORT)/console/ (sign in as the development user above)"
 	DEBUG=true BUDDY_PROVISIONER=local PORT=$(PORT) $(BIN)/uvicorn buddy.asgi:application \
 		--host 127.0.0.1 --port $(PORT)
 

@@ -71,6 +71,8 @@ INSTALLED_APPS = [
     "buddy.usage",
     "keys",
     "gateway",
+    # The web pages (issue 17): templates and static files under buddy/console/.
+    "buddy.console",
 ]
 
 MIDDLEWARE = [
@@ -90,6 +92,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # `request.htmx` for the console's partial answers (django-htmx).
+    "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

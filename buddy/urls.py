@@ -4,12 +4,15 @@ header, an exception outside a view) are turned into the contract's JSON body by
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerView
 
 from buddy.http.schema_apis import SchemaApi
 from buddy.ops import views as ops
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/console/", permanent=False), name="root"),
+    path("console/", include("buddy.console.urls")),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),

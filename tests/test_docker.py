@@ -179,6 +179,8 @@ def test_packaging_carries_migrations_commands_and_admin_templates():
         "keys.lookup",
         "buddy.usage.migrations",
         "buddy.webhooks.migrations",
+        "buddy.console",
+        "buddy.console.templatetags",
     } <= packages
     assert not any(p.startswith(("tests", "bench")) for p in packages)
     templates = list(root.glob("*/templates/**/*.html"))
@@ -187,6 +189,12 @@ def test_packaging_carries_migrations_commands_and_admin_templates():
         package, *rest = template.relative_to(root).parts
         assert package in packages
         assert any(fnmatch.fnmatch("/".join(rest), p) for p in config["package-data"]["*"])
+    # The console's static files (htmx, Alpine.js, its CSS and script) are package data too.
+    static = [p for p in (root / "buddy" / "console" / "static").rglob("*") if p.is_file()]
+    assert {p.name for p in static} >= {"htmx.min.js", "alpine.min.js", "console.css"}
+    for path in static:
+        rest = path.relative_to(root / "buddy" / "console").as_posix()
+        assert any(fnmatch.fnmatch(rest, p) for p in config["package-data"]["*"]), rest
 
 
 # --- the image's build stage, assembled and booted without a Docker engine ------------------------
@@ -297,7 +305,16 @@ def test_dockerignore_keeps_out_what_the_image_must_not_carry_and_lets_every_app
     files = _context_files()
     tops = {f.split("/")[0] for f in files}
     assert {"buddy", "deployments", "keys", "gateway", "pyproject.toml", "docker"} <= tops
-    for kept_out in [".git", ".venv", "tests", "bench", "db.sqlite3", "staticfiles", ".env"]:
+    for kept_out in [
+        ".git",
+        ".venv",
+        "tests",
+        "bench",
+        "db.sqlite3",
+        "staticfiles",
+        ".env",
+        "screenshots",
+    ]:
         assert kept_out not in tops, kept_out
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
 

@@ -14,8 +14,8 @@ from buddy.http.errors import error_response
 
 logger = logging.getLogger("buddy.core.errors")
 
-# Pages that are HTML by design (the operators' admin, the browsable schema).
-_HTML_PREFIXES = ("/admin/", "/api/docs")
+# Pages that are HTML by design (the operators' admin, the browsable schema, the console).
+_HTML_PREFIXES = ("/admin/", "/api/docs", "/console/")
 
 
 class JsonErrorsMiddleware(DualModeMiddleware):
