@@ -192,7 +192,7 @@ def test_a_new_user_works_the_whole_journey_in_the_browser(console_url, browser)
     screenshot(browser, "06-generate-key-dialog")
     _leave_dialog(browser, scan, second_secret)
     row = _row(browser, "ci")
-    assert "600 rpm" in row.text and "active" in row.text
+    assert "600 req/min" in row.text and "active" in row.text
 
     # The gateway answers the copied key through the openai SDK.
     for _ in range(2):
@@ -220,7 +220,7 @@ def test_a_new_user_works_the_whole_journey_in_the_browser(console_url, browser)
     browser.find_element(By.XPATH, "//button[normalize-space()='Save']").click()
     _wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "Saved"))
     assert (
-        "50000 tpm"
+        "50000 tokens/min"
         in browser.find_elements(By.CSS_SELECTOR, "#keys-table tr[data-name='ci']")[0].text
     )
 
