@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.select import Select
@@ -21,41 +19,19 @@ from deployments.models import DeploymentStatus, EndReason, EventKind
 from keys import services as key_services
 from keys.models import ApiKey, RevokeReason
 from tests.factories import DeploymentFactory
-from tests.harness.ports import free_port
+from tests.harness.browser import chromium
 
 # The live server answers from another thread, so the test's data must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 PASSWORD = "an operator's long passphrase"
 WAIT_SECONDS = 20
 
 
 @pytest.fixture
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,1024",
-        f"--remote-debugging-port={free_port()}",
-    ]:
-        options.add_argument(flag)
-    service = Service(executable_path=CHROMEDRIVER, port=free_port())
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(WAIT_SECONDS)
-    try:
+    with chromium(page_load_seconds=WAIT_SECONDS) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

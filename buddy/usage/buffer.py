@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 import redis
 from django.conf import settings
 
-from buddy.core.redis import client, getpid
+from buddy.core.background import EveryFewSeconds
+from buddy.core.redis import client
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pending: dict[tuple[str, str, int], list[int]] = {}
-        self.pid = 0
+        self.thread = EveryFewSeconds(
+            "buddy-usage", self.flush, lambda: settings.BUDDY_USAGE_LOCAL_FLUSH_SECONDS
+        )
 
     def record(
         self, key_id: str, deployment_id: str, prompt_tokens: int, completion_tokens: int
@@ -97,20 +100,7 @@ class _Recorder:
                 counts[0] += 1
                 counts[1] += prompt_tokens
                 counts[2] += completion_tokens
-        if self.pid != getpid():
-            self._start()
-
-    def _start(self) -> None:
-        with self.lock:
-            if self.pid == getpid():
-                return
-            self.pid = getpid()
-        threading.Thread(target=self._run, name="buddy-usage", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(settings.BUDDY_USAGE_LOCAL_FLUSH_SECONDS)
-            self.flush()
+        self.thread.ensure_running()
 
     def take(self) -> dict[tuple[str, str, int], list[int]]:
         with self.lock:

@@ -13,7 +13,8 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from buddy.core.redis import client, getpid
+from buddy.core.background import EveryFewSeconds
+from buddy.core.redis import client
 from keys import services
 from keys.lookup.cache import PREFIX
 
@@ -30,29 +31,17 @@ class _UsageRecorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pending: dict[str, float] = {}
-        self.pid = 0
+        self.thread = EveryFewSeconds(
+            "buddy-last-used",
+            self.flush,
+            lambda: settings.BUDDY_LOOKUP_LAST_USED_LOCAL_FLUSH_SECONDS,
+        )
 
     def record(self, public_id: str) -> None:
         now = time.time()
         with self.lock:
             self.pending[public_id] = now
-        if self.pid != getpid():
-            self._start()
-
-    def _start(self) -> None:
-        with self.lock:
-            if self.pid == getpid():
-                return
-            self.pid = getpid()
-        threading.Thread(target=self._run, name="buddy-last-used", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(settings.BUDDY_LOOKUP_LAST_USED_LOCAL_FLUSH_SECONDS)
-            try:
-                self.flush()
-            except Exception:
-                logger.exception("could not flush last use of keys")
+        self.thread.ensure_running()
 
     def take(self) -> dict[str, float]:
         with self.lock:

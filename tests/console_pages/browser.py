@@ -16,14 +16,12 @@ from pathlib import Path
 
 import httpx
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
+from tests.harness.browser import chromium as harness_chromium
 from tests.harness.ports import free_port
 from tests.harness.processes import ROOT, Process, _server_argv, subprocess_env
 from tests.harness.wait import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_SECONDS = 30
 DESKTOP = 1280
 PHONE = 390
@@ -80,29 +78,10 @@ def embedded_buddy(**extra_env: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def chromium() -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--window-size={DESKTOP},900",
-        f"--remote-debugging-port={free_port()}",
-    ]:
-        options.add_argument(flag)
-    service = Service(executable_path=CHROMEDRIVER, port=free_port())
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(WAIT_SECONDS)
-    try:
+    with harness_chromium(
+        width=DESKTOP, height=900, page_load_seconds=WAIT_SECONDS, hide_scrollbars=True
+    ) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def screenshot(browser: webdriver.Chrome, name: str) -> None:
