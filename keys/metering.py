@@ -32,11 +32,14 @@ def usage_report(*, batch_id: str, records: list[ReportedUsage]) -> int:
     without Redis. The tokens of a key with a TPM limit are counted in its window too, the first
     time the batch is applied (`keys.lookup.ratelimit.tokens_spent`)."""
     wanted = {pk for pk in (as_uuid(r.key_id) for r in records) if pk is not None}
-    rows = ApiKey.objects.filter(pk__in=wanted, deployment_id__isnull=False).values_list(
-        "pk", "deployment_id", "public_id", "rate_limit_tpm"
+    rows = list(
+        ApiKey.objects.filter(pk__in=wanted, deployment_id__isnull=False).values_list(
+            "pk", "deployment_id", "public_id", "rate_limit_tpm"
+        )
     )
     deployments = {pk: deployment_id for pk, deployment_id, _, _ in rows}
-    tpm_limited = {pk: public_id for pk, _, public_id, tpm in rows if tpm is not None}
+    # By the key id as a count names it (`str(pk)`).
+    tpm_limited = {str(pk): public_id for pk, _, public_id, tpm in rows if tpm is not None}
     hour = hour_of(time.time())
     counts: list[Count] = []
     for record in records:
@@ -57,8 +60,7 @@ def usage_report(*, batch_id: str, records: list[ReportedUsage]) -> int:
     applied, accepted = usage_apply(name=f"proxy:{batch_id}", counts=counts, accepted=len(counts))
     if applied:
         for count in counts:
-            pk = as_uuid(count.key_id)
-            public_id = tpm_limited.get(pk) if pk is not None else None
+            public_id = tpm_limited.get(count.key_id)
             if public_id is not None:
                 ratelimit.tokens_spent(
                     public_id=public_id, tokens=count.prompt_tokens + count.completion_tokens

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -409,12 +410,28 @@ def read_keys_args(public_id: str, key_hmac: str, count: bool) -> tuple[list[str
         rpm_window(public_id),
         tpm_window(public_id),
     ]
-    return keys, [PREFIX, key_hmac, "1" if count else "0", nonce()]
+    return keys, [PREFIX, key_hmac, "1" if count else "0", nonce() if count else ""]
+
+
+class _Nonces:
+    """Random per process (drawn again in a forked child), then a counter: unique across
+    processes without a system call per lookup."""
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(6).hex()
+        self.counter = itertools.count()
+
+
+_nonces = _Nonces()
+os.register_at_fork(after_in_child=_nonces.renew)
 
 
 def nonce() -> str:
     """What makes a counted request's member of the RPM window unique (with Redis's clock)."""
-    return os.urandom(6).hex()
+    return f"{_nonces.prefix}{next(_nonces.counter):x}"
 
 
 def decode_read(reply: Any) -> CachedRead:

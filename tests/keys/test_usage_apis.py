@@ -9,7 +9,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 import time_machine
+from django.conf import settings
 from django.test import Client
 
 from buddy.accounts.selectors import service_token_cache
@@ -17,6 +19,9 @@ from buddy.accounts.services import service_token_create
 from buddy.usage.models import UsageHourly
 from buddy.usage.selectors import floor_hour
 from keys import services as key_services
+from keys.lookup.cache import tpm_window
+from keys.lookup.outcomes import LookupOutcome
+from keys.lookup.selectors import key_lookup
 from tests.console import assert_error
 from tests.factories import DeploymentFactory
 
@@ -87,6 +92,22 @@ def test_the_same_batch_id_twice_counts_once(report, live_key):
     assert rows() == {str(key.pk): (1, 10, 20)}
     assert report({**body, "batch_id": "another"}).status_code == 202
     assert rows() == {str(key.pk): (2, 20, 40)}
+
+
+def test_a_batch_counts_toward_a_tpm_limit_once(report, ready_deployment):
+    limited, plaintext = key_services.key_create(
+        deployment_id=ready_deployment.pk, name="limited", actor="t", rate_limit_tpm=100
+    )
+    unlimited, _ = key_services.key_create(deployment_id=ready_deployment.pk, name="u", actor="t")
+    assert key_lookup(authorization=f"Bearer {plaintext}").outcome is LookupOutcome.OK
+    body = {"batch_id": "tpm", "records": [record(limited.pk, 1, 40, 60), record(unlimited.pk)]}
+    assert report(body).json() == {"accepted": 2}
+    assert report(body).json() == {"accepted": 2}  # a replay adds no tokens either
+    window = redis.Redis.from_url(settings.REDIS_URL).hvals(tpm_window(limited.public_id))
+    assert sum(int(v) for v in window) == 100
+    assert not redis.Redis.from_url(settings.REDIS_URL).exists(tpm_window(unlimited.public_id))
+    refused = key_lookup(authorization=f"Bearer {plaintext}")
+    assert refused.outcome is LookupOutcome.RATE_LIMIT_EXCEEDED
 
 
 def test_a_thousand_records_in_one_batch(report, ready_deployment):
