@@ -5,11 +5,11 @@ Every chat request of the fleet comes through here, so none of what a browser ne
 (sessions, CSRF, users, messages, Django's per-request thread for sync middleware): the request is
 served by native coroutines end to end. A cached key is looked up in one `redis.asyncio` round
 trip on the event loop (`keys.lookup.aio`); only a miss (the ORM, one argon2 verify) goes to the
-loop's thread pool. Model servers are called through one pooled aiohttp session per process
-(`gateway.upstream`). What Django's middleware gave `/v1` is kept here, cheaply: the request id
-(`X-Request-ID`, on every log line), one access line per request, the lookup's metrics, the
-`ALLOWED_HOSTS` check, the security headers, and the contract's JSON error body for anything that
-goes wrong (a 500 included).
+loop's thread pool. Model servers are called through keep-alive connections pooled per event loop
+(`gateway.upstream`, `gateway.client`). What Django's middleware gave `/v1` is kept here,
+cheaply: the request id (`X-Request-ID`, on every log line), one access line per request, the
+lookup's metrics, the `ALLOWED_HOSTS` check, the security headers, and the contract's JSON error
+body for anything that goes wrong (a 500 included).
 
 Order of answers (the first that applies answers):
 1. 404 `not_found` for another path, 405 `method_not_allowed` for another method;
@@ -54,7 +54,6 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
@@ -68,6 +67,7 @@ from buddy.http.request_id import HEADER, bind_request_id, log_access, unbind_re
 from buddy.ops.metrics import record_lookup
 from deployments.selectors import deployment_get
 from gateway import upstream
+from gateway.client import Response
 from gateway.usage import (
     UsageStream,
     record_completion_usage,
@@ -281,7 +281,7 @@ class StreamWatch:
     longer qualifies (looked up again every `BUDDY_STREAM_RECHECK_SECONDS`), or when it has lasted
     `BUDDY_STREAM_MAX_SECONDS`, by closing the upstream (which ends the relay's loop)."""
 
-    def __init__(self, ex: Exchange, response: aiohttp.ClientResponse, model: str) -> None:
+    def __init__(self, ex: Exchange, response: Response, model: str) -> None:
         self.ex = ex
         self.response = response
         self.model = model
@@ -329,7 +329,7 @@ async def tokens_spent(snapshot: KeySnapshot, tokens: int) -> None:
 
 async def relay(
     ex: Exchange,
-    response: aiohttp.ClientResponse,
+    response: Response,
     snapshot: KeySnapshot,
     model: str,
     usage: UsageStream,
@@ -338,13 +338,13 @@ async def relay(
     """The upstream's bytes as they arrive, never gathered (only the usage the client did not
     ask for is taken out: `gateway.usage`); closes the upstream however it ends, and records the
     request with the usage the stream reported (none if it was cut off first)."""
-    content_type = response.headers.get("Content-Type", "text/event-stream")
+    content_type = response.headers.get("Content-Type") or "text/event-stream"
     await ex.start(200, content_type.encode("latin-1"), {**SSE_HEADERS, **extra_headers})
     watch = StreamWatch(ex, response, model)
     watcher = asyncio.ensure_future(watch.run())
     failure: DomainError | None = None
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in response.iter_any():
             if watch.stop is not None or watch.client_gone:
                 break
             passed = usage.feed(chunk)

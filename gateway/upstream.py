@@ -10,31 +10,28 @@ status and code the gateway answers: 502 `upstream_error` for an unreachable or 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 from django.conf import settings
 
 from buddy.core import errors
 from buddy.core.conf import per_settings
 from buddy.core.errors import DomainError, ErrorEntry
+from gateway import client
+from gateway.client import Response
 
 # How much of an upstream's error body is read to find its message.
 _ERROR_BODY_LIMIT = 64 * 1024
 _MESSAGE_LIMIT = 1000
 # Upstream statuses that say the client's request is at fault, and what the gateway answers.
 _RELAYED_STATUSES = {400: 400, 413: 400, 422: 400, 429: 429}
-# What talking to an upstream can raise: aiohttp's errors, and its timeouts (asyncio's).
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
-
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary()
-)
+# What talking to an upstream can raise: the client's transport errors, and its timeouts.
+TRANSPORT_ERRORS = (client.TransportError, TimeoutError)
+# Idle keep-alive connections to model servers are closed after this long.
+_KEEPALIVE_SECONDS = 30.0
 
 
 class UpstreamFailure(DomainError):
@@ -54,61 +51,40 @@ class UpstreamFailure(DomainError):
         return {"Retry-After": self.retry_after} if self.retry_after else {}
 
 
-def _session() -> aiohttp.ClientSession:
-    """One pooled session per event loop (a pool's connections belong to the loop that made them):
-    no client object per request. Connections are unlimited in number and kept alive."""
-    loop = asyncio.get_running_loop()
-    session = _sessions.get(loop)
-    if session is None or session.closed:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
-            # The body is sent as given, never touched; nothing of the environment (proxies,
-            # .netrc) or of cookies applies to model servers.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-        )
-        _sessions[loop] = session
-    return session
-
-
 async def close_session() -> None:
-    """Close this event loop's session (for loops that end with their request: `gateway.views`)."""
-    session = _sessions.pop(asyncio.get_running_loop(), None)
-    if session is not None:
-        await session.close()
+    """Close this event loop's connections (for loops that end with their request:
+    `gateway.views`)."""
+    client.close_pool()
 
 
 @per_settings
-def _timeout() -> aiohttp.ClientTimeout:
-    return _timeout_of(
+def _timeouts() -> tuple[float, float]:
+    """(connect, read): `read` bounds each wait for the next piece of the answer, not the whole
+    answer: a long generation that keeps streaming is never cut (the gateway caps a stream
+    itself), a silent upstream is."""
+    return (
         settings.BUDDY_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
         settings.BUDDY_UPSTREAM_READ_TIMEOUT_SECONDS,
     )
 
 
-@functools.cache
-def _timeout_of(connect: float, read: float) -> aiohttp.ClientTimeout:
-    # `sock_read` bounds the wait for each piece of the answer, not the whole answer: a long
-    # generation that keeps streaming is never cut (the gateway caps a stream itself), a silent
-    # upstream is.
-    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
-
-
 @per_settings
-def _headers() -> dict[str, str]:
+def _headers() -> tuple[tuple[str, str], ...]:
     return _headers_of(settings.BUDDY_UPSTREAM_API_KEY)
 
 
 @functools.cache
-def _headers_of(api_key: str) -> dict[str, str]:
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-        "Accept-Encoding": "identity",
-    }
+def _headers_of(api_key: str) -> tuple[tuple[str, str], ...]:
+    # What goes upstream: the body as given (never compressed either way), buddy's credential
+    # when set; nothing of the client's request.
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("Accept-Encoding", "identity"),
+    ]
     if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    return headers
+        headers.append(("Authorization", f"Bearer {api_key}"))
+    return tuple(headers)
 
 
 def chat_completions_url(endpoint_url: str) -> str:
@@ -117,7 +93,7 @@ def chat_completions_url(endpoint_url: str) -> str:
 
 def transport_failure(exc: BaseException) -> UpstreamFailure:
     """What the gateway answers when talking to the upstream failed (no answer, or cut short)."""
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return UpstreamFailure(errors.UPSTREAM_TIMEOUT.message, entry=errors.UPSTREAM_TIMEOUT)
     return UpstreamFailure(f"The model server could not be reached ({type(exc).__name__}).")
 
@@ -136,7 +112,7 @@ def _upstream_message(content: bytes) -> str | None:
     return str(message)[:_MESSAGE_LIMIT] if message else None
 
 
-def status_failure(response: aiohttp.ClientResponse, content: bytes) -> UpstreamFailure:
+def status_failure(response: Response, content: bytes) -> UpstreamFailure:
     """What the gateway answers for an upstream's non-2xx answer."""
     status = response.status
     relayed = _RELAYED_STATUSES.get(status)
@@ -153,23 +129,24 @@ def status_failure(response: aiohttp.ClientResponse, content: bytes) -> Upstream
     return UpstreamFailure(message, entry=errors.UPSTREAM_REJECTED)
 
 
-async def _post(endpoint_url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+async def _post(endpoint_url: str, body: dict[str, Any]) -> Response:
+    connect, read = _timeouts()
     try:
-        return await _session().post(
-            chat_completions_url(endpoint_url),
-            data=json.dumps(body).encode(),
-            headers=_headers(),
-            timeout=_timeout(),
-            allow_redirects=False,
+        target = client.target(chat_completions_url(endpoint_url), _headers())
+    except ValueError as exc:
+        raise UpstreamFailure("The model server's address cannot be called.") from exc
+    try:
+        return await client.pool(_KEEPALIVE_SECONDS).post(
+            target, json.dumps(body).encode(), connect_timeout=connect, read_timeout=read
         )
     except TRANSPORT_ERRORS as exc:
         raise transport_failure(exc) from exc
 
 
-async def _refusal(response: aiohttp.ClientResponse) -> UpstreamFailure:
+async def _refusal(response: Response) -> UpstreamFailure:
     """The failure for a non-2xx answer, from at most `_ERROR_BODY_LIMIT` bytes of its body."""
     try:
-        content = await response.content.read(_ERROR_BODY_LIMIT)
+        content = await response.read(_ERROR_BODY_LIMIT)
     except TRANSPORT_ERRORS:
         content = b""  # the status alone decides the answer
     finally:
@@ -190,7 +167,7 @@ async def chat_completion(
     except TRANSPORT_ERRORS as exc:
         raise transport_failure(exc) from exc
     finally:
-        response.release()
+        response.close()
     try:
         answer = json.loads(content)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -200,8 +177,8 @@ async def chat_completion(
     return content, answer
 
 
-async def open_chat_stream(*, endpoint_url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
-    """Start a streamed completion; the caller relays `content.iter_any()` and must `close()` it.
+async def open_chat_stream(*, endpoint_url: str, body: dict[str, Any]) -> Response:
+    """Start a streamed completion; the caller relays `iter_any()` and must `close()` it.
 
     Returns once the upstream has answered with a success status, so that a refusal or an
     unreachable upstream still gets a proper error status instead of a broken stream.

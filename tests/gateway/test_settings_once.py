@@ -45,7 +45,7 @@ def test_values_read_once_are_read_again_after_a_change() -> None:
         assert cache_url() == "redis://cache.example:6379/3"
     assert cache_url() != "redis://cache.example:6379/3"
     with override_settings(BUDDY_UPSTREAM_API_KEY="first"):
-        assert upstream._headers()["Authorization"] == "Bearer first"
+        assert dict(upstream._headers())["Authorization"] == "Bearer first"
         with override_settings(BUDDY_UPSTREAM_API_KEY="second"):
-            assert upstream._headers()["Authorization"] == "Bearer second"
-        assert upstream._headers()["Authorization"] == "Bearer first"
+            assert dict(upstream._headers())["Authorization"] == "Bearer second"
+        assert dict(upstream._headers())["Authorization"] == "Bearer first"
