@@ -24,6 +24,7 @@ pieces as they arrive (`iter_any`, for streams), or abandoned (`close`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 import weakref
@@ -296,7 +297,8 @@ class _Connection(asyncio.Protocol):
         self.open = False
         self.transport = None
         response, self.response = self.response, None
-        if response is None:
+        if response is None:  # an idle connection the upstream closed
+            self.pool.forget(self)
             return
         if response._head_done and response.until_eof and exc is None:
             response._end()  # its body was "until the connection closes"
@@ -361,12 +363,14 @@ class _Connection(asyncio.Protocol):
 
 
 class Pool:
-    """The keep-alive connections of one event loop, by origin."""
+    """The keep-alive connections of one event loop, by origin; one idle longer than `keepalive`
+    seconds is closed (checked every `keepalive` seconds while any is idle)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, keepalive: float) -> None:
         self.loop = loop
         self.keepalive = keepalive
         self.idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self.sweep: asyncio.TimerHandle | None = None
 
     def _reusable(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self.idle.get(key)
@@ -384,12 +388,36 @@ class Pool:
         if not connection.open:
             return
         connection.resume()
-        idle = self.idle.setdefault(connection.key, deque())
+        idle = self.idle.get(connection.key)
+        if idle is None:
+            idle = self.idle[connection.key] = deque()
         if len(idle) >= _MAX_IDLE:
             connection.abandon()
             return
         connection.idle_since = self.loop.time()
         idle.append(connection)
+        if self.sweep is None:
+            self.sweep = self.loop.call_later(self.keepalive, self._sweep)
+
+    def forget(self, connection: _Connection) -> None:
+        """An idle connection closed by its upstream leaves the pool."""
+        idle = self.idle.get(connection.key)
+        if idle is not None:
+            with contextlib.suppress(ValueError):  # already taken out
+                idle.remove(connection)
+            if not idle:
+                del self.idle[connection.key]
+
+    def _sweep(self) -> None:
+        self.sweep = None
+        oldest_allowed = self.loop.time() - self.keepalive
+        for key, idle in list(self.idle.items()):
+            while idle and (not idle[0].open or idle[0].idle_since < oldest_allowed):
+                idle.popleft().abandon()  # the least recently used are on the left
+            if not idle:
+                del self.idle[key]
+        if self.idle:
+            self.sweep = self.loop.call_later(self.keepalive, self._sweep)
 
     async def _connect(self, target: Target, timeout: float) -> _Connection:
         origin = target.origin
@@ -441,7 +469,10 @@ class Pool:
         return response
 
     def close(self) -> None:
-        for idle in self.idle.values():
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
+        for idle in list(self.idle.values()):
             while idle:
                 idle.pop().abandon()
         self.idle.clear()

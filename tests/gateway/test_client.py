@@ -406,3 +406,37 @@ def test_https_upstreams_are_verified(tmp_path: Path, monkeypatch: pytest.Monkey
         assert server.connections == 1
 
     run(trusted())
+
+
+def test_idle_connections_are_closed_after_the_keepalive_and_leave_the_pool() -> None:
+    async def scenario() -> None:
+        pool = client.pool(keepalive=0.2)  # this loop's pool, made here with a short keep-alive
+        server = Server(keep_alive)
+        url = await server.start()
+        assert await (await post(url)).read() == b'{"echo": {"n": 1}}'
+        assert len(pool.idle) == 1
+        await asyncio.wait_for(server.closed.wait(), 5)  # closed by the pool's sweep
+        assert pool.idle == {}
+        assert pool.sweep is None  # nothing idle: no timer left behind
+
+    run(scenario())
+
+
+def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once() -> None:
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(reader)
+        writer.write(answer(b"{}"))
+        await writer.drain()
+
+    async def scenario() -> None:
+        pool = client.pool()
+        server = Server(once)
+        url = await server.start()
+        assert await (await post(url)).read() == b"{}"
+        await asyncio.wait_for(server.closed.wait(), 5)
+        deadline = asyncio.get_running_loop().time() + 5
+        while pool.idle and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # the close reaches the client on a later turn of the loop
+        assert pool.idle == {}
+
+    run(scenario())
