@@ -1,12 +1,15 @@
 """Benchmark of the gateway (`make bench-gateway`), measured side by side in one run.
 
-Three servers, each one uvicorn process (one worker) with uvloop and httptools when installed:
+Servers side by side, each one uvicorn process (one worker) with uvloop and httptools when
+installed:
 
 - a mock model server that answers `POST .../v1/chat/completions` at once (a fixed completion, or
   a stream of `BENCH_STREAM_CHUNKS` chunks when asked);
 - the *sketch*: a raw ASGI app, no framework, that does what a relay cannot avoid: one Redis GET,
   one HMAC compare, one POST through a pooled aiohttp session, relayed back (the limit of this
-  design in Python);
+  design in Python, as issue 11 defines it); and the same sketch posting through buddy's own
+  upstream client (`gateway.client`), so that what buddy's own work costs, the client being equal,
+  is printed too;
 - buddy (`buddy.asgi:application`) on PostgreSQL `BENCH_DATABASE_URL` and Redis `BENCH_REDIS_URL`,
   with a ready deployment whose endpoint is the mock, and its key's lookup cached; and the same
   buddy with usage recording off (`BUDDY_USAGE_RECORDING=false`), so that what recording costs
@@ -134,6 +137,12 @@ import redis.asyncio as aioredis
 PEPPER = os.environ["BENCH_PEPPER"].encode()
 r = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
 session = None
+# BENCH_SKETCH_CLIENT=lean: the POST through buddy's own upstream client instead of aiohttp.
+if os.environ.get("BENCH_SKETCH_CLIENT") == "lean":
+    from gateway import client as lean
+else:
+    lean = None
+LEAN_HEADERS = (("Content-Type", "application/json"),)
 UNAUTHORIZED = b'{"error": {"message": "bad key", "type": "x", "code": "invalid_api_key"}}'
 
 async def app(scope, receive, send):
@@ -169,6 +178,16 @@ async def app(scope, receive, send):
     if not hmac.compare_digest(digest, presented):
         await send({"type": "http.response.start", "status": 401, "headers": []})
         await send({"type": "http.response.body", "body": UNAUTHORIZED})
+        return
+    if lean is not None:
+        target = lean.target(endpoint + "/v1/chat/completions", LEAN_HEADERS)
+        upstream = await lean.pool().post(target, raw, connect_timeout=10, read_timeout=600)
+        ctype = (upstream.headers.get("Content-Type") or "application/json").encode()
+        await send({"type": "http.response.start", "status": upstream.status,
+                    "headers": [(b"content-type", ctype)]})
+        async for chunk in upstream.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
         return
     async with session.post(endpoint + "/v1/chat/completions", data=raw,
                             headers={"Content-Type": "application/json"}) as upstream:
@@ -428,6 +447,14 @@ def main() -> None:
             {"BENCH_PEPPER": PEPPER.decode(), "BENCH_REDIS_URL": REDIS_URL},
             work,
         )
+        lean_port = _free_port()
+        procs["sketch_lean"] = start_uvicorn(
+            "bench_sketch:app",
+            lean_port,
+            {"BENCH_PEPPER": PEPPER.decode(), "BENCH_REDIS_URL": REDIS_URL,
+             "BENCH_SKETCH_CLIENT": "lean", "PYTHONPATH": str(ROOT)},
+            work,
+        )  # fmt: skip
         buddy_port = _free_port()
         procs["buddy"] = start_uvicorn("buddy.asgi:application", buddy_port, SERVER_ENV, ROOT)
         off_port = _free_port()
@@ -437,14 +464,14 @@ def main() -> None:
             {**SERVER_ENV, "BUDDY_USAGE_RECORDING": "false"},
             ROOT,
         )
-        ports = {"mock": mock_port, "sketch": sketch_port, "buddy": buddy_port,
-                 "buddy_off": off_port}  # fmt: skip
+        ports = {"mock": mock_port, "sketch": sketch_port, "sketch_lean": lean_port,
+                 "buddy": buddy_port, "buddy_off": off_port}  # fmt: skip
         keys = dict.fromkeys(ports, key)
         if LITELLM:
             ports["litellm"] = _free_port()
             procs["litellm"] = start_litellm(ports["litellm"], mock_url, work)
             keys["litellm"] = LITELLM_KEY
-        for name in ("sketch", "buddy", "buddy_off", *(["litellm"] if LITELLM else [])):
+        for name in [name for name in ports if name != "mock"]:
             answer = json.loads(post(ports[name], keys[name], CHAT))  # cached from here on
             assert answer["choices"][0]["message"]["content"] == "hi there", answer
 
@@ -499,6 +526,7 @@ def main() -> None:
     labels = {
         "mock": "mock model server, direct",
         "sketch": "raw-ASGI sketch (aiohttp, 1 GET)",
+        "sketch_lean": "the sketch with buddy's client",
         "buddy": "buddy's gateway",
         "buddy_off": "buddy, usage recording off",
         "litellm": "LiteLLM proxy (1 worker, no DB)",
@@ -516,6 +544,12 @@ def main() -> None:
         )
     )
     cpu = {name: statistics.median(run["cpu_us"] for run in runs[name]) for name in runs}
+    print(
+        f"throughput buddy / sketch with buddy's upstream client: "
+        f"{rps['buddy'] / rps['sketch_lean']:.2f}; server CPU per request {cpu['buddy']:.0f} us "
+        f"vs {cpu['sketch_lean']:.0f} us -> capacity ratio {cpu['sketch_lean'] / cpu['buddy']:.2f}"
+        f" (what buddy's own work costs, the client being equal)"
+    )
     print(
         f"server CPU per request under wrk (median): buddy {cpu['buddy']:.0f} us, sketch "
         f"{cpu['sketch']:.0f} us -> capacity ratio {cpu['sketch'] / cpu['buddy']:.2f} (mock "

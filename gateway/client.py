@@ -273,6 +273,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.paused = False
         self.open = False
+        self.interim = False
 
     # --- asyncio.Protocol ---
 
@@ -288,7 +289,7 @@ class _Connection(asyncio.Protocol):
         response.received_any = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.response = None
             response._fail(BadResponse(f"the upstream's answer is not HTTP/1.1 ({exc})"))
             self.abandon()
@@ -316,6 +317,10 @@ class _Connection(asyncio.Protocol):
         if response is None:
             return
         status = self.parser.get_status_code()
+        if status < 200:  # interim (`100 Continue`, `103 Early Hints`): the real answer follows
+            self.interim = True
+            response._header_items.clear()
+            return
         until_eof = not self.parser.should_keep_alive() and not any(
             name.lower() in (b"content-length", b"transfer-encoding")
             for name, _ in response._header_items
@@ -327,6 +332,9 @@ class _Connection(asyncio.Protocol):
             self.response._body(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         response, self.response = self.response, None
         if response is None:
             return

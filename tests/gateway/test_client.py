@@ -440,3 +440,31 @@ def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once() -> Non
         assert pool.idle == {}
 
     run(scenario())
+
+
+def test_interim_answers_are_skipped_and_upgrades_refused() -> None:
+    async def interim(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await s.read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        writer.write(answer(b'"real"', b"X-Answer: yes\r\n"))
+        await writer.drain()
+        await s.read_request(reader)
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+        )
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        url = await Server(interim).start()
+        response = await post(url)
+        assert response.status == 200
+        assert response.headers.get("x-answer") == "yes"
+        assert response.headers.get("link") is None
+        assert await response.read() == b'"real"'
+        with pytest.raises(client.BadResponse):
+            await post(url)
+
+    run(scenario())
