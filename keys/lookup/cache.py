@@ -514,13 +514,20 @@ class _Pipelined(asyncio.Protocol):
     loop: commands are written as they come and replies, which Redis sends in the same order, are
     handed back in that order (hiredis parses them). This is `_HotConnection`'s idea for the event
     loop: `redis.asyncio`'s pool, retry and command layers cost more CPU than the round trip.
-    Plain TCP or Unix sockets only; a `rediss://` URL takes `redis.asyncio` (`_async_clients`)."""
+    Plain TCP or Unix sockets only; a `rediss://` URL takes `redis.asyncio` (`_async_clients`).
+
+    A reply not back within `_ASYNC_TIMEOUT` of its command fails it and every command waiting
+    behind it with `TimeoutError`, and closes the connection (replies come in order: a stalled
+    reply stalls them all); the next command makes a new one. One timer per connection watches
+    the oldest command, instead of a timeout per command (measured at ~5 us a lookup)."""
 
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        # Each command's waiter and the loop time by which its reply is due, oldest first.
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.url = ""  # of the server it was made for
+        self.watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -528,23 +535,44 @@ class _Pipelined(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            waiter = self.waiting.popleft()
-            if not waiter.done():  # a caller that timed out has gone: its reply is dropped
+            waiter, _due = self.waiting.popleft()
+            if not waiter.done():  # a caller that was cancelled has gone: its reply is dropped
                 waiter.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._fail_all(redis.exceptions.ConnectionError("Redis connection lost"))
+
+    def _fail_all(self, exc: Exception) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         while self.waiting:
-            waiter = self.waiting.popleft()
+            waiter, _due = self.waiting.popleft()
             if not waiter.done():
-                waiter.set_exception(redis.exceptions.ConnectionError("Redis connection lost"))
+                waiter.set_exception(exc)
 
     def call(self, *args: str | int) -> asyncio.Future[Any]:
         assert self.transport is not None
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiting.append(waiter)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self.waiting.append((waiter, loop.time() + _ASYNC_TIMEOUT))
         self.transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+        if self.watchdog is None:
+            self.watchdog = loop.call_later(_ASYNC_TIMEOUT, self._watch, loop)
         return waiter
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.watchdog = None
+        if not self.waiting:
+            return
+        late = self.waiting[0][1] - loop.time()
+        if late > 0:  # the oldest command is not due yet: look again when it is
+            self.watchdog = loop.call_later(late, self._watch, loop)
+            return
+        self._fail_all(TimeoutError(f"Redis did not answer within {_ASYNC_TIMEOUT:g} s"))
+        if self.transport is not None:
+            self.transport.abort()  # replies still on their way belong to failed commands
 
 
 class _AsyncHotConnection:
@@ -558,13 +586,21 @@ class _AsyncHotConnection:
             asyncio.AbstractEventLoop, asyncio.Future[_Pipelined]
         ] = weakref.WeakKeyDictionary()
 
+    def ready(self) -> _Pipelined | None:
+        """The loop's connection if it is up and still for the configured server (no await)."""
+        found = self.connections.get(asyncio.get_running_loop())
+        if found is not None and found.transport is not None and found.url == cache_url():
+            return found
+        return None
+
     async def get(self) -> _Pipelined:
+        found = self.ready()
+        if found is not None:
+            return found
         loop = asyncio.get_running_loop()
-        found = self.connections.get(loop)
-        if found is not None and found.transport is not None:
-            if found.url == cache_url():
-                return found
-            found.transport.close()  # the settings moved the cache to another server
+        stale = self.connections.get(loop)
+        if stale is not None and stale.transport is not None:
+            stale.transport.close()  # the settings moved the cache to another server
         pending = self.connecting.get(loop)
         if pending is None:
             pending = self.connecting[loop] = asyncio.ensure_future(self._connect(loop))
@@ -599,13 +635,17 @@ class _AsyncHotConnection:
         self.connections[loop] = protocol
         return protocol
 
+    async def call(self, *args: str | int) -> Any:
+        """One command on the loop's connection (its reply within `_ASYNC_TIMEOUT`, or
+        `TimeoutError`)."""
+        connection = self.ready() or await self.get()
+        return await connection.call(*args)
+
     async def evalsha(self, keys: list[str], args: list[str]) -> Any:
-        connection = await self.get()
-        async with asyncio.timeout(_ASYNC_TIMEOUT):
-            reply = await connection.call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
-            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-                await connection.call("SCRIPT", "LOAD", _READ)
-                reply = await connection.call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
+        reply = await self.call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await self.call("SCRIPT", "LOAD", _READ)
+            reply = await self.call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
         if isinstance(reply, hiredis.ReplyError):
             raise redis.exceptions.ResponseError(str(reply))
         return reply
@@ -740,9 +780,7 @@ async def auncount(public_id: str, member: str) -> None:
         if cache_url().startswith("rediss:"):
             await _async_clients.get().zrem(rpm_window(public_id), member)
         else:
-            connection = await _async_hot.get()
-            async with asyncio.timeout(_ASYNC_TIMEOUT):
-                await connection.call("ZREM", rpm_window(public_id), member)
+            await _async_hot.call("ZREM", rpm_window(public_id), member)
     except (redis.RedisError, OSError, TimeoutError) as exc:
         breaker.trip(exc)
 
