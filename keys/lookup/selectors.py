@@ -58,6 +58,23 @@ def _pepper() -> bytes:
 
 
 def _snapshot_of_entry(public_id: str, entry: cache.Entry) -> KeySnapshot:
+    """The snapshot a cached entry stands for (made once per decoded entry: both are immutable,
+    and `cache.decoded` hands the same entry back for the same bytes)."""
+    found = _snapshots.get(id(entry))
+    if found is not None and found[0] is entry and found[1].public_id == public_id:
+        return found[1]
+    snapshot = _new_snapshot_of_entry(public_id, entry)
+    if len(_snapshots) >= cache.decoded.LIMIT:
+        _snapshots.clear()
+    # The entry itself is kept with its snapshot, so its id cannot be reused while it is here.
+    _snapshots[id(entry)] = (entry, snapshot)
+    return snapshot
+
+
+_snapshots: dict[int, tuple[cache.Entry, KeySnapshot]] = {}
+
+
+def _new_snapshot_of_entry(public_id: str, entry: cache.Entry) -> KeySnapshot:
     return KeySnapshot(
         key_id=entry.key_id,
         public_id=public_id,
