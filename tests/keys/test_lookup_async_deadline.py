@@ -100,7 +100,7 @@ def test_a_redis_that_never_answers_fails_the_read_within_its_deadline_and_trips
                 lookup_cache.aread("mnopqrstuvwx", "0" * 64, count=False),
             )
             waited = time.monotonic() - started
-            assert reads == [None, None]  # no answer: the caller takes PostgreSQL
+            assert list(reads) == [None, None]  # no answer: the caller takes PostgreSQL
             assert lookup_cache._ASYNC_TIMEOUT <= waited < 4 * lookup_cache._ASYNC_TIMEOUT
             assert lookup_cache.breaker.is_open
             # Both reads were sent (pipelined on one connection), and the stalled connection is
