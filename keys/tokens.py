@@ -61,12 +61,24 @@ def generate() -> ParsedKey:
     )
 
 
+_DIGIT_VALUES = {digit: value for value, digit in enumerate(ALPHABET)}
+
+
+def _base62_value(digits: str) -> int:
+    value = 0
+    for digit in digits:
+        value = value * 62 + _DIGIT_VALUES[digit]
+    return value
+
+
 def parse(candidate: str) -> ParsedKey:
     """Check the form of a presented key; raise MalformedKey if it cannot be one of ours."""
     if not isinstance(candidate, str) or _KEY_RE.fullmatch(candidate) is None:
         raise MalformedKey("not an ob_sk_ key")
     head, given = candidate[:-CHECKSUM_LENGTH], candidate[-CHECKSUM_LENGTH:]
-    if checksum(head) != given:
+    # The given checksum's value against the CRC (`checksum(head) != given`, without encoding:
+    # six base62 digits name each number below 62**6 > 2**32 once).
+    if _base62_value(given) != zlib.crc32(head.encode("ascii")):
         raise MalformedKey("checksum mismatch")
     return ParsedKey(
         public_id=candidate[len(PREFIX) : len(PREFIX) + PUBLIC_ID_LENGTH], plaintext=candidate

@@ -8,7 +8,6 @@ that has ended is refused even before the expiry sweep has terminated it).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ def key_snapshot(key: ApiKey) -> KeySnapshot:
 
 def key_cache_hmac(plaintext: str) -> str:
     """What a cache entry holds to recognise the full key: HMAC-SHA256 under the server's pepper."""
-    return hmac.new(_pepper(), plaintext.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(_pepper(), plaintext.encode(), "sha256").hex()
 
 
 @per_settings

@@ -83,3 +83,20 @@ def test_non_strings_are_rejected():
 def test_mask_shows_only_the_public_id():
     key = tokens.generate()
     assert tokens.mask(key.public_id) == f"ob_sk_{key.public_id}…"
+
+
+@given(
+    body=st.text(alphabet=ALPHABET, min_size=42, max_size=42),
+    suffix=st.one_of(st.none(), st.text(alphabet=ALPHABET, min_size=6, max_size=6)),
+)
+def test_a_key_parses_exactly_when_its_last_six_characters_are_the_checksum(body, suffix):
+    """`parse` compares the checksum's value with the CRC (no encoding): the same verdict as
+    comparing the text of the checksum, for the right one and for any other."""
+    head = "ob_sk_" + body
+    given = tokens.checksum(head) if suffix is None else suffix
+    valid = given == _base62(zlib.crc32(head.encode("ascii")))
+    if valid:
+        assert tokens.parse(head + given).plaintext == head + given
+    else:
+        with pytest.raises(tokens.MalformedKey):
+            tokens.parse(head + given)
