@@ -62,9 +62,24 @@ def _cache_client_at(url: str) -> redis.Redis:
     )
 
 
+class _Pid:
+    """This process's id, read again in a forked child only (not a system call per read: the
+    hot paths ask on every request)."""
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+
+    def forked(self) -> None:
+        self.value = os.getpid()
+
+
+_pid = _Pid()
+os.register_at_fork(after_in_child=_pid.forked)
+
+
 def getpid() -> int:
     """This process's id (a connection or thread made before a fork is not the child's)."""
-    return os.getpid()
+    return _pid.value
 
 
 class Breaker:
