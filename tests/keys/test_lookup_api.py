@@ -517,3 +517,30 @@ def test_the_front_closes_a_connection_past_its_age_after_a_lookup(live_key):
     connection.close_at = time.monotonic() - 1
     assert _lookup(front, secret, plaintext).status_code == 200
     assert connection.connection is None
+
+
+@pytest.mark.usefixtures("fresh_lookup_state")
+def test_a_key_with_limits_gets_the_same_headers_through_the_front(front, proxy_token, live_key):
+    """The `x-ratelimit-*` headers and the 429's `Retry-After`, in Django's order."""
+    key, plaintext = live_key
+    services.key_update(key_id=key.pk, actor="t", rate_limit_rpm=2)
+    assert wsgi_call(front, "GET", URL).status_code == 405  # the Host, judged by Django
+    answers = [_lookup(front, proxy_token, plaintext) for _ in range(3)]
+    assert front.handed == ["GET"]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0", "0"]
+    assert [name for name, _ in answers[0].header_list] == [
+        "Content-Type",
+        "Cache-Control",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "X-Request-ID",
+    ]
+    refused = answers[2]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert [name for name, _ in refused.header_list][:3] == [
+        "Content-Type",
+        "Cache-Control",
+        "Retry-After",
+    ]
+    assert 1 <= int(refused["Retry-After"]) <= 60
