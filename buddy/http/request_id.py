@@ -166,8 +166,7 @@ class RequestIdMiddleware(DualModeMiddleware):
 
 def begin_request(request: HttpRequest) -> tuple[str, Token[str], float]:
     """What `RequestIdMiddleware` does before the rest of the request: bind its id (also
-    `request.request_id`). Returns the id, the token for `unbind_request_id` and the start time.
-    For the lookup's WSGI front (`keys.lookup.middleware.ProxyLookupFront`) too."""
+    `request.request_id`). Returns the id, the token for `unbind_request_id` and the start time."""
     # META, not `request.headers`: that builds a dict of every header (the proxy's lookup
     # paid ~10 us for it per request).
     request_id = request_id_from(request.META.get(_META_NAME))
