@@ -31,26 +31,10 @@ class JsonErrorsMiddleware(DualModeMiddleware):
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
             return self._acall(request)
-        return self.as_json_error(request, self.get_response(request))
+        return json_error_of(request, self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        return self.as_json_error(request, await self.get_response(request))
-
-    def as_json_error(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        if (
-            response.status_code >= 400
-            and not request.path.startswith(_HTML_PREFIXES)
-            and "json" not in response.get("Content-Type", "")
-        ):
-            entry = errors.entry_of_status(response.status_code, response.reason_phrase)
-            # Keep what tells the client how to proceed (405's Allow, 429's Retry-After).
-            kept = {
-                name: response[name]
-                for name in ("Allow", "Retry-After", "WWW-Authenticate")
-                if response.has_header(name)
-            }
-            return error_response(entry, headers=kept)
-        return response
+        return json_error_of(request, await self.get_response(request))
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if request.path.startswith(_HTML_PREFIXES):
@@ -59,6 +43,25 @@ class JsonErrorsMiddleware(DualModeMiddleware):
             return error_response(errors.NOT_FOUND)
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(errors.SERVER_ERROR)
+
+
+def json_error_of(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """`response`, or the contract's error body in its place when it is an error that is not
+    already JSON (outside the HTML pages): what `JsonErrorsMiddleware` makes of every answer."""
+    if (
+        response.status_code >= 400
+        and not request.path.startswith(_HTML_PREFIXES)
+        and "json" not in response.get("Content-Type", "")
+    ):
+        entry = errors.entry_of_status(response.status_code, response.reason_phrase)
+        # Keep what tells the client how to proceed (405's Allow, 429's Retry-After).
+        kept = {
+            name: response[name]
+            for name in ("Allow", "Retry-After", "WWW-Authenticate")
+            if response.has_header(name)
+        }
+        return error_response(entry, headers=kept)
+    return response
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):

@@ -10,7 +10,8 @@ cache that no revocation can be outlived by.
 - `ratelimit`: the per-key RPM/TPM limits (429 `rate_limit_exceeded`), counted by the scripts of
   `cache` in the round trip that reads the entry;
 - `usage`: last use of keys, gathered and flushed in batches;
-- `apis`, `middleware`: the internal endpoint and its short way through the middleware.
+- `apis`, `middleware`: the internal endpoint and its short ways through Django (a shortcut
+  middleware, and a WSGI front for gunicorn's ordinary lookups).
 
 
 What is stored (all under `buddy:lookup:`, in the cache's Redis: `BUDDY_CACHE_REDIS_URL`, else

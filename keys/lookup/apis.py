@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -57,14 +59,19 @@ def _answer_json(result: LookupResult) -> bytes:
     return body
 
 
-def _forbidden() -> HttpResponse:
-    response = HttpResponse(
-        _FORBIDDEN_BODY, status=errors.SERVICE_AUTH_FAILED.status, content_type="application/json"
-    )
-    # Not one warning line per refused request: a caller hammering with a wrong token would
-    # otherwise turn each cheap refusal into log volume and CPU.
-    response._has_been_logged = True  # type: ignore[attr-defined]
-    return response
+@dataclass(frozen=True, slots=True)
+class LookupAnswer:
+    """A lookup's answer before any server renders it: status, JSON body and the headers after
+    `Content-Type: application/json` (`lookup` makes an `HttpResponse` of it, the WSGI front its
+    own start line and header list)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+_FORBIDDEN = LookupAnswer(errors.SERVICE_AUTH_FAILED.status, _FORBIDDEN_BODY)
+_NO_STORE_HEADERS: tuple[tuple[str, str], ...] = (("Cache-Control", _NO_STORE),)
 
 
 class AuthLookupApi(APIView):
@@ -123,13 +130,30 @@ def dispatch_lookup(request: HttpRequest) -> HttpResponse:
 
 
 def lookup(request: HttpRequest) -> HttpResponse:
+    answer = lookup_answer(
+        authorization=request.META.get("HTTP_AUTHORIZATION"), read_body=lambda: request.body
+    )
+    response = HttpResponse(answer.body, status=answer.status, content_type="application/json")
+    for name, value in answer.headers:
+        response[name] = value
+    # A refused key or service token is this endpoint's ordinary business, not a server event:
+    # Django's "Unauthorized: /internal/v1/auth/lookup" warning on every refusal would only cost
+    # CPU and log volume on the hot path (a caller hammering with a wrong token would turn each
+    # cheap refusal into a log line).
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+def lookup_answer(*, authorization: object, read_body: Callable[[], bytes]) -> LookupAnswer:
+    """The endpoint's answer to a POST: the service token (role `proxy`) first, then the body
+    (read only past the token, by `read_body`), then `key_lookup`. Counted in the metrics."""
     started = time.perf_counter()
-    token = service_token_authenticate_cached(authorization=request.META.get("HTTP_AUTHORIZATION"))
+    token = service_token_authenticate_cached(authorization=authorization)
     if token is None or token.role != _PROXY:
         metrics.record_lookup("service_auth_failed", time.perf_counter() - started)
-        return _forbidden()
+        return _FORBIDDEN
     try:
-        body = json.loads(request.body)
+        body = json.loads(read_body())
     except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deeply: invalid_json
         body = None
     if not isinstance(body, dict):
@@ -142,19 +166,13 @@ def lookup(request: HttpRequest) -> HttpResponse:
         )
     outcome = result.outcome
     metrics.record_lookup(outcome.code, time.perf_counter() - started)
-    response = HttpResponse(
-        _answer_json(result) if outcome.error is None else _REFUSAL_BODIES[outcome.code],
-        status=outcome.status,
-        content_type="application/json",
-    )
-    response["Cache-Control"] = _NO_STORE
+    headers = _NO_STORE_HEADERS
     if result.retry_after:
-        response["Retry-After"] = str(result.retry_after)
+        headers += (("Retry-After", str(result.retry_after)),)
     if result.rate is not None:
-        for name, value in ratelimit.headers(result.snapshot, result.rate).items():
-            response[name] = value
-    # A refused key is this endpoint's ordinary business, not a server event: Django's
-    # "Unauthorized: /internal/v1/auth/lookup" warning on every refusal would only cost CPU and
-    # log volume on the hot path.
-    response._has_been_logged = True  # type: ignore[attr-defined]
-    return response
+        headers += tuple(ratelimit.headers(result.snapshot, result.rate).items())
+    return LookupAnswer(
+        outcome.status,
+        _answer_json(result) if outcome.error is None else _REFUSAL_BODIES[outcome.code],
+        headers,
+    )

@@ -1,13 +1,20 @@
 """`POST /internal/v1/auth/lookup`: one test per row of the contract's lookup table, each asserted
-with its exact status and code, cold (from PostgreSQL) and warm (from the Redis cache)."""
+with its exact status and code, cold (from PostgreSQL) and warm (from the Redis cache), through
+Django's stack (the test client: the shortcut middleware) and through the WSGI front gunicorn
+serves (`keys.lookup.middleware.ProxyLookupFront`)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from datetime import timedelta
 
 import pytest
 import time_machine
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.test import Client, override_settings
 
 from buddy.accounts.selectors import service_token_cache
@@ -15,7 +22,9 @@ from buddy.accounts.services import service_token_create, service_token_revoke
 from deployments.models import Deployment
 from deployments.services import deployment_stop
 from keys import services, tokens
+from keys.lookup.middleware import ProxyLookupFront
 from tests.factories import DeploymentFactory
+from tests.harness.wsgi import wsgi_call
 
 pytestmark = pytest.mark.django_db
 URL = "/internal/v1/auth/lookup"
@@ -35,15 +44,56 @@ def proxy_token(db) -> str:
 
 
 @pytest.fixture
-def call(proxy_token):
-    client = Client()
+def front():
+    """The WSGI front as `buddy.wsgi` builds it, but leaving the test transaction's connection
+    open (as the test client does), and counting what it hands to Django."""
+    django_app = WSGIHandler()
+    handed: list[str] = []
 
-    def call(body: object = None, *, raw: bytes | None = None, token: str | None = proxy_token):
-        headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token is not None else {}
-        data = raw if raw is not None else json.dumps(body)
-        return client.post(URL, data=data, content_type="application/json", **headers)
+    def django(environ, start_response):  # type: ignore[no-untyped-def]
+        handed.append(environ["REQUEST_METHOD"])
+        return django_app(environ, start_response)
 
-    return call
+    app = ProxyLookupFront(django_app, close_connections=False)
+    app.django = django  # type: ignore[assignment]
+    app.handed = handed  # type: ignore[attr-defined]
+    # What Django hands on runs its request signals: like the test client, keep them off the
+    # test transaction's connection.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield app
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
+@pytest.fixture(params=["django", "front"])
+def call(request, proxy_token, front):
+    if request.param == "django":
+        client = Client()
+
+        def call(body: object = None, *, raw: bytes | None = None, token: str | None = proxy_token):
+            headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token is not None else {}
+            data = raw if raw is not None else json.dumps(body)
+            return client.post(URL, data=data, content_type="application/json", **headers)
+
+        return call
+
+    # The first request of a Host goes through Django, which judges it; the front takes the rest.
+    assert wsgi_call(front, "GET", URL).status_code == 405
+
+    def call_front(
+        body: object = None, *, raw: bytes | None = None, token: str | None = proxy_token
+    ):
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        data = raw if raw is not None else json.dumps(body).encode()
+        handed = len(front.handed)
+        answer = wsgi_call(front, "POST", URL, data, headers=headers)
+        assert len(front.handed) == handed, "the front handed an ordinary lookup to Django"
+        return answer
+
+    return call_front
 
 
 def error_of(response) -> tuple[int, str]:
@@ -307,14 +357,19 @@ def test_lookup_is_in_the_openapi_schema(db):
     assert "/internal/v1/auth/lookup" in schema["paths"]
 
 
-def test_the_host_is_judged_on_every_lookup_even_once_accepted(call, live_key):
+def test_the_host_is_judged_on_every_lookup_even_once_accepted(proxy_token, live_key):
     """The shortcut remembers the Host values it accepted: another is still refused, and a
     change of ALLOWED_HOSTS forgets them."""
     _key, plaintext = live_key
     body = {"authorization": f"Bearer {plaintext}"}
     client = Client()
     with override_settings(ALLOWED_HOSTS=["buddy.example"]):
-        ok = call(body)
+        ok = client.post(
+            URL,
+            data=json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {proxy_token}",
+        )
         assert ok.status_code == 400  # the test client's "testserver" is not allowed here
         accepted = client.post(
             URL, data=json.dumps(body), content_type="application/json", HTTP_HOST="buddy.example"
@@ -329,3 +384,163 @@ def test_the_host_is_judged_on_every_lookup_even_once_accepted(call, live_key):
             URL, data=json.dumps(body), content_type="application/json", HTTP_HOST="buddy.example"
         )
         assert forgotten.status_code == 400
+
+
+# --- the WSGI front (gunicorn's way in) ------------------------------------------------------------
+
+
+def _lookup(front, proxy_token, plaintext, **kwargs):  # type: ignore[no-untyped-def]
+    body = json.dumps({"authorization": f"Bearer {plaintext}", "model": "gemma4:26b"}).encode()
+    headers = {"Authorization": f"Bearer {proxy_token}", **kwargs.pop("headers", {})}
+    return wsgi_call(front, kwargs.pop("method", "POST"), URL, body, headers=headers, **kwargs)
+
+
+def test_the_front_hands_django_every_lookup_that_is_not_ordinary(front, proxy_token, live_key):
+    """A Host not yet judged, another method, a body declared over the limit, a Host that is not
+    allowed: Django answers them (as before the front); the ordinary lookup is the front's."""
+    _key, plaintext = live_key
+    with override_settings(ALLOWED_HOSTS=["first.example", "testserver"]):
+        first = _lookup(front, proxy_token, plaintext, host="first.example")
+        assert first.status_code == 200 and front.handed == ["POST"]  # judged by Django
+        again = _lookup(front, proxy_token, plaintext, host="first.example")
+        assert again.status_code == 200 and again.json() == first.json()
+        assert front.handed == ["POST"]  # the front's
+        wrong_method = _lookup(front, proxy_token, plaintext, host="first.example", method="PUT")
+        assert (wrong_method.status_code, wrong_method.json()["error"]["code"]) == (
+            405,
+            "method_not_allowed",
+        )
+        assert wrong_method["Allow"] == "POST"
+        too_large = _lookup(
+            front, proxy_token, plaintext, host="first.example", content_length="70000"
+        )
+        assert (too_large.status_code, too_large.json()["error"]["code"]) == (
+            413,
+            "request_too_large",
+        )
+        assert front.handed == ["POST", "PUT", "POST"]
+    with override_settings(ALLOWED_HOSTS=["other.example"]):
+        refused = _lookup(front, proxy_token, plaintext, host="first.example")
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, "bad_request")
+        assert len(front.handed) == 4  # a change of ALLOWED_HOSTS: judged again, by Django
+
+
+def test_the_front_answers_as_django_does_with_the_request_id_and_access_line(
+    front, proxy_token, live_key, caplog
+):
+    _key, plaintext = live_key
+    via_django = Client().post(
+        URL,
+        data=json.dumps({"authorization": f"Bearer {plaintext}", "model": "gemma4:26b"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {proxy_token}",
+    )
+    assert wsgi_call(front, "GET", URL).status_code == 405  # the Host, judged by Django
+    caplog.set_level(logging.DEBUG, logger="buddy.access")
+    caplog.clear()
+    answer = _lookup(front, proxy_token, plaintext, headers={"X-Request-ID": "proxy-7.2"})
+    assert front.handed == ["GET"]
+    assert (answer.status_code, answer.content) == (200, via_django.content)
+    assert [name for name, _ in answer.header_list] == [
+        "Content-Type",
+        "Cache-Control",
+        "X-Request-ID",
+    ]
+    assert answer["Content-Type"] == via_django["Content-Type"] == "application/json"
+    assert answer["Cache-Control"] == "no-store"
+    assert answer["X-Request-ID"] == "proxy-7.2"
+    (record,) = [r for r in caplog.records if r.name == "buddy.access"]
+    assert (record.levelno, record.method, record.path, record.status) == (  # type: ignore[attr-defined]
+        logging.DEBUG,
+        "POST",
+        URL,
+        200,
+    )
+    fresh = _lookup(front, proxy_token, plaintext, headers={"X-Request-ID": "bad id\n"})
+    assert len(fresh["X-Request-ID"]) == 32 and fresh["X-Request-ID"] != "bad id\n"
+
+
+def test_a_cached_lookup_through_the_front_runs_no_sql(
+    front, proxy_token, live_key, django_assert_num_queries
+):
+    _key, plaintext = live_key
+    assert _lookup(front, proxy_token, plaintext).status_code == 200  # fills the cache
+    with django_assert_num_queries(0):
+        assert _lookup(front, proxy_token, plaintext).status_code == 200
+    assert front.handed == []
+
+
+def test_an_error_inside_the_front_answers_the_contracts_500(
+    front, proxy_token, live_key, monkeypatch, caplog
+):
+    """The same 500 body Django's stack answers, logged with its traceback."""
+    _key, plaintext = live_key
+    assert wsgi_call(front, "GET", URL).status_code == 405
+
+    def broken(**kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the lookup broke")
+
+    monkeypatch.setattr("keys.lookup.apis.key_lookup", broken)
+    caplog.clear()
+    via_django = Client(raise_request_exception=False).post(
+        URL,
+        data=json.dumps({"authorization": f"Bearer {plaintext}"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {proxy_token}",
+    )
+    logged_by_django = [
+        (r.name, r.levelno, r.getMessage(), bool(r.exc_info)) for r in caplog.records
+    ]
+    caplog.clear()
+    answer = _lookup(front, proxy_token, plaintext, headers={"X-Request-ID": "proxy-500"})
+    assert front.handed == ["GET"]
+    assert answer.status_code == via_django.status_code == 500
+    assert answer.json() == via_django.json()
+    assert answer.json()["error"]["code"] == "server_error"
+    assert answer["X-Request-ID"] == "proxy-500"
+    logged = [(r.name, r.levelno, r.getMessage(), bool(r.exc_info)) for r in caplog.records]
+    assert logged == logged_by_django
+    assert "the lookup broke" in caplog.text  # with its traceback
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_front_closes_a_connection_past_its_age_after_a_lookup(live_key):
+    """What Django's request signals did for a lookup that read PostgreSQL, the front does after
+    each answer: a connection past CONN_MAX_AGE (or broken) is closed, not carried on."""
+    from django.db import connection
+
+    _token, secret = service_token_create(name="edge", role="proxy")
+    front = ProxyLookupFront(WSGIHandler())
+    _key, plaintext = live_key
+    assert wsgi_call(front, "GET", URL).status_code == 405  # the Host, judged by Django
+    connection.ensure_connection()
+    connection.close_at = time.monotonic() - 1
+    assert _lookup(front, secret, plaintext).status_code == 200
+    assert connection.connection is None
+
+
+@pytest.mark.usefixtures("fresh_lookup_state")
+def test_a_key_with_limits_gets_the_same_headers_through_the_front(front, proxy_token, live_key):
+    """The `x-ratelimit-*` headers and the 429's `Retry-After`, in Django's order."""
+    key, plaintext = live_key
+    services.key_update(key_id=key.pk, actor="t", rate_limit_rpm=2)
+    assert wsgi_call(front, "GET", URL).status_code == 405  # the Host, judged by Django
+    answers = [_lookup(front, proxy_token, plaintext) for _ in range(3)]
+    assert front.handed == ["GET"]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0", "0"]
+    assert [name for name, _ in answers[0].header_list] == [
+        "Content-Type",
+        "Cache-Control",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "X-Request-ID",
+    ]
+    refused = answers[2]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert [name for name, _ in refused.header_list][:3] == [
+        "Content-Type",
+        "Cache-Control",
+        "Retry-After",
+    ]
+    assert 1 <= int(refused["Retry-After"]) <= 60
