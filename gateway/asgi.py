@@ -3,8 +3,8 @@ ASGI application (mounted beside Django by `buddy.asgi`).
 
 Every chat request of the fleet comes through here, so none of what a browser needs runs on it
 (sessions, CSRF, users, messages, Django's per-request thread for sync middleware): the request is
-served by native coroutines end to end. A cached key is looked up in one `redis.asyncio` round
-trip on the event loop (`keys.lookup.aio`); only a miss (the ORM, one argon2 verify) goes to the
+served by native coroutines end to end. A cached key is looked up in one Redis round trip on the
+event loop (`keys.lookup.aio`); only a miss (the ORM, one argon2 verify) goes to the
 loop's thread pool. Model servers are called through keep-alive connections pooled per event loop
 (`gateway.upstream`, `gateway.client`). What Django's middleware gave `/v1` is kept here,
 cheaply: the request id (`X-Request-ID`, on every log line), one access line per request, the

@@ -1,5 +1,6 @@
-"""`key_lookup` from an event loop (the gateway): the hit in one `redis.asyncio` round trip, on the
-loop itself; everything else (the ORM, argon2) in the loop's thread pool.
+"""`key_lookup` from an event loop (the gateway): the hit in one Redis round trip on the loop itself
+(the loop's pipelined connection, `cache.aread`); everything else (the ORM, argon2) in the loop's
+thread pool.
 
 It takes the very steps of `keys.lookup.selectors.key_lookup` through the same functions:
 `presented_key` (parse, HMAC), `cache.aread` (the same Lua script, KEYS/ARGV and decoding as
