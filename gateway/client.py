@@ -12,7 +12,11 @@ pieces as they arrive (`iter_any`, for streams), or abandoned (`close`).
 - Connections are reused while the upstream keeps them alive, at most `keepalive` seconds idle;
   one that the upstream closed while idle leaves the pool when its close arrives, and a request
   whose reused connection turns out closed before any byte of its answer is sent again once on a
-  new connection (the upstream never saw it).
+  new connection: the race of a keep-alive close (the upstream closed as the request went out).
+  RFC 9112 (9.3.1) leaves retrying a non-idempotent request to what the client knows of it: a
+  chat completion changes nothing on a model server, and the gateway counts only the answer it
+  relays, so a second send costs at most a generation nobody reads. A new connection is never
+  retried, nor one on which any of an answer came back.
 - Timeouts: `connect` bounds making a connection (TLS included); `read` bounds each wait for the
   next piece of the answer (its head, then each part of its body), never the whole answer.
 - An answer whose body is still arriving is buffered up to `_HIGH_WATER` bytes, then the socket
@@ -456,8 +460,8 @@ class Pool:
         except Disconnected as exc:
             if reused is None or exc.received_any:
                 raise
-        # The upstream had closed the idle connection as this request went out: it never saw the
-        # request (not a byte of an answer came back); once more, on a new connection.
+        # The upstream closed the reused connection as this request went out (not a byte of an
+        # answer came back): once more, on a new connection (see the module's docstring).
         connection = await self._connect(target, connect_timeout)
         return await self._exchange(connection, data, read_timeout)
 
