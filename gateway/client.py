@@ -5,7 +5,7 @@ transports.
 Why not aiohttp's `ClientSession`: on this path every chat request makes one upstream call, and
 `bench/gateway.py` measured a session's request machinery (tracing, cookies, redirects, proxies,
 payload and writer objects) at ~100 us of CPU per call, more than all of buddy's own work on a
-request; this client costs ~25 us (README "Gateway performance"). It does only what the gateway
+request; this client costs ~25 us (README "Gateway throughput"). It does only what the gateway
 asks of an upstream: one `POST` of a body it already holds, an answer read whole (`read`), in
 pieces as they arrive (`iter_any`, for streams), or abandoned (`close`).
 
@@ -38,7 +38,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
-# Buffered body bytes of one answer above which its socket is paused (resumed at half of it).
+# Buffered body bytes of one answer above which its socket is paused (resumed once the reader
+# has taken what is buffered).
 _HIGH_WATER = 256 * 1024
 # Idle connections kept per origin (more are closed when released).
 _MAX_IDLE = 256
