@@ -3,11 +3,12 @@ origin, answers parsed by httptools (llhttp, the parser of Node.js), bytes moved
 transports.
 
 Why not aiohttp's `ClientSession`: on this path every chat request makes one upstream call, and
-`bench/gateway.py` measured a session's request machinery (tracing, cookies, redirects, proxies,
-payload and writer objects) at ~100 us of CPU per call, more than all of buddy's own work on a
-request; this client costs ~25 us (README "Gateway throughput"). It does only what the gateway
-asks of an upstream: one `POST` of a body it already holds, an answer read whole (`read`), in
-pieces as they arrive (`iter_any`, for streams), or abandoned (`close`).
+buddy's app measured in process (parts stubbed out, CPU time) put a session's request machinery
+(tracing, cookies, redirects, proxies, payload and writer objects) at ~100 us of CPU per call,
+more than all of buddy's own work on a request; this client costs ~25 us (README "Gateway
+throughput"). It does only what the gateway asks of an upstream: one `POST` of a body it already
+holds, an answer read whole (`read`), in pieces as they arrive (`iter_any`, for streams), or
+abandoned (`close`).
 
 - Connections are reused while the upstream keeps them alive, at most `keepalive` seconds idle;
   one that the upstream closed while idle leaves the pool when its close arrives, and a request
